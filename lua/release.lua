@@ -1,0 +1,104 @@
+-- release.lua: the coordinator's step. Moves due work from the delay queue to the stream,
+-- through the release-time limits, in queue order (score, then job id).
+--
+-- For the head of the queue: if the dependency bucket or the in-flight limit refuses it,
+-- nothing else can go either (they are shared), so the step stops and reports when to come
+-- back. If only the job's own scope bucket refuses it (its work arrived late, e.g. after the
+-- coordinator was paused), the job is re-spaced: its score moves to the time its scope
+-- allows, and the step goes on with the next job. Late work is never dumped in a burst.
+--
+-- KEYS[1] policy    hash    compiled limits of the dependency (read only)
+-- KEYS[2] scopes    hash    encoded scope -> "interval_us burst weight_milli" (read only)
+-- KEYS[3] state     hash    dtat, last_ms, queued_cost, queued_count, wake_at
+-- KEYS[4] delayed   zset    queued job ids, score = eligible time (us)
+-- KEYS[5] inflight  zset    released job ids, score = lease deadline (ms)
+-- KEYS[6] stream    stream  released work
+-- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
+-- ARGV[2] scope_prefix  string  key prefix of scope buckets (carries the hash tag)
+-- ARGV[3] now_us        int     explicit time in microseconds, or "" to use Redis TIME
+-- ARGV[4] max_steps     int     most queue entries to look at in this call (bounds its run time)
+--
+-- Returns 5 integers: released (jobs), released_cost, respaced (jobs), next_us (when to call
+-- again: the head's due time or when the blocking limit frees; -1 when the queue is empty),
+-- now_us (the time the step used).
+--
+-- Writes: delayed, job records, scope buckets, state (including wake_at = next_us, read by
+-- submit.lua to decide whether the coordinator must be woken early), inflight, stream.
+
+--- @include "limits"
+
+local job_prefix, scope_prefix = ARGV[1], ARGV[2]
+local now = now_from(ARGV[3])
+local max_steps = tonumber(ARGV[4])
+local FAR = 9000000000000000
+
+local policy = load_policy(KEYS[1])
+if not policy then
+  return {0, 0, 0, -1, now}
+end
+
+local ctx = {policy = policy, now = now,
+  keys = {state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]}}
+load_state(ctx)
+local cache, spacing = {}, {}
+local released, released_cost, respaced = 0, 0, 0
+local next_us = -1
+
+for _ = 1, max_steps do
+  local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if not head[1] then
+    next_us = -1
+    break
+  end
+  local job_enc, score = head[1], tonumber(head[2])
+  if score > now then
+    next_us = score
+    break
+  end
+  local job_key = job_prefix .. job_enc
+  local f = redis.call('HMGET', job_key, 'id', 'scope', 'scope_enc', 'cost')
+  if not f[1] then
+    -- A queued record has no TTL, so this only happens if someone deleted it by hand.
+    redis.call('ZREM', KEYS[4], job_enc)
+    ctx.queued_count = math.max(ctx.queued_count - 1, 0)
+  else
+    local cost = tonumber(f[4])
+    local lim = scope_limits(policy, KEYS[2], f[3], cache)
+    local scope_key = scope_prefix .. f[3]
+    local rtat = tonumber(redis.call('HGET', scope_key, 'rtat')) or 0
+    local ok, blocker, at = can_release(ctx, lim, rtat, cost)
+    if ok then
+      release_job(ctx, job_key, job_enc, f[1], f[2], cost, scope_key, lim, rtat)
+      redis.call('ZREM', KEYS[4], job_enc)
+      ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
+      ctx.queued_count = math.max(ctx.queued_count - 1, 0)
+      released = released + 1
+      released_cost = released_cost + cost
+    elseif blocker == 'scope' then
+      -- Space this scope's late jobs one interval apart in a single pass, so a large
+      -- backlog is re-spaced once, not re-examined at every step.
+      local cursor = spacing[f[3]]
+      if cursor and cursor > at then
+        at = cursor
+      end
+      redis.call('ZADD', KEYS[4], fmt(at), job_enc)
+      spacing[f[3]] = at + cost * lim.interval
+      respaced = respaced + 1
+    else
+      next_us = at
+      break
+    end
+  end
+  next_us = now  -- ran out of steps with work still due: come back at once
+end
+
+if next_us == now and redis.call('ZCARD', KEYS[4]) == 0 then
+  next_us = -1
+end
+save_state(ctx)
+local wake_at = next_us
+if wake_at < 0 then
+  wake_at = FAR
+end
+redis.call('HSET', KEYS[3], 'wake_at', fmt(wake_at))
+return {released, released_cost, respaced, next_us, now}

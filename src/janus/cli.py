@@ -1,0 +1,185 @@
+"""The ``janus`` command line: policies, the coordinator, status, doctor, the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from janus import doctor
+from janus.client import Janus
+from janus.coordinator import Coordinator
+from janus.errors import JanusError, PolicyError
+from janus.policy import PolicySet, describe, load_policies
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+redis_option = click.option(
+    "--redis",
+    "url",
+    envvar="JANUS_REDIS_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Redis or Redis Cluster URL (env: JANUS_REDIS_URL).",
+)
+prefix_option = click.option(
+    "--prefix",
+    envvar="JANUS_PREFIX",
+    default="janus",
+    show_default=True,
+    help="Key prefix, to run several independent Janus deployments in one Redis.",
+)
+
+
+def _load(paths: tuple[str, ...]) -> PolicySet:
+    try:
+        return load_policies(list(paths))
+    except PolicyError as exc:
+        for issue in exc.issues:
+            click.echo(f"error: {issue}", err=True)
+        click.echo(f"{len(exc.issues)} error(s); nothing applied.", err=True)
+        sys.exit(1)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Janus: a Redis-native distributed rate limiter and retry coordinator."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def policy() -> None:
+    """Validate and apply policy files."""
+
+
+@policy.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def policy_check(paths: tuple[str, ...]) -> None:
+    """Validate policy files (or directories of *.yaml); print every error; exit 1 on any."""
+    policies = _load(paths)
+    for name in sorted(policies.dependencies):
+        click.echo(f"ok: {name} ({policies.sources[name]})")
+
+
+@policy.command("apply")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@redis_option
+@prefix_option
+def policy_apply(paths: tuple[str, ...], url: str, prefix: str) -> None:
+    """Validate, then write each dependency's policy into Redis atomically, with a version."""
+    policies = _load(paths)
+    with _client(url, prefix) as jn:
+        for name, (version, changed) in jn.apply_policies(policies).items():
+            note = "applied" if changed else "unchanged"
+            click.echo(f"{name}: version {version} ({note})")
+
+
+@policy.command("show")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def policy_show(paths: tuple[str, ...]) -> None:
+    """Print the effective (resolved) policy of each dependency as JSON."""
+    policies = _load(paths)
+    out = {name: describe(p) for name, p in sorted(policies.dependencies.items())}
+    click.echo(json.dumps(out, indent=2, sort_keys=True))
+
+
+@main.command()
+@redis_option
+@prefix_option
+@click.option("--dependency", "-d", "dependencies", multiple=True,
+              help="Only these dependencies (default: every applied one).")
+def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
+    """Move due work into the streams until SIGINT/SIGTERM."""
+    logging.getLogger("janus").setLevel(logging.INFO)
+    with _client(url, prefix) as jn:
+        coord = Coordinator(jn.store, dependencies=list(dependencies) or None)
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            coord.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        click.echo(f"janus coordinator: {url} prefix={prefix}", err=True)
+        coord.run()
+        click.echo(f"stopped after {coord.steps} steps, {coord.released} released", err=True)
+
+
+@main.command("doctor")
+@redis_option
+@prefix_option
+def doctor_cmd(url: str, prefix: str) -> None:
+    """Check the Redis configuration for settings that would break limits or lose jobs."""
+    with _client(url, prefix) as jn:
+        findings = doctor.evaluate(jn.store.server_configs())
+    for finding in findings:
+        click.echo(str(finding))
+    if doctor.worst(findings) == "error":
+        sys.exit(1)
+
+
+@main.command()
+@redis_option
+@prefix_option
+def status(url: str, prefix: str) -> None:
+    """Queue depth, in-flight count and policy version of every dependency."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _client(url, prefix) as jn:
+        table = Table("dependency", "policy", "scheduled", "queued cost", "in flight", "stream")
+        for dep in jn.store.dependencies():
+            st = jn.status(dep)
+            table.add_row(
+                dep,
+                f"v{st.policy_version}" if st.policy_version else "-",
+                str(st.scheduled),
+                str(st.queued_cost),
+                str(st.in_flight),
+                str(st.stream_length),
+            )
+    Console().print(table)
+
+
+@main.command()
+@click.argument("dependency")
+@click.option("--scope", default="default", show_default=True)
+@click.option("--payload", default="", help="Payload (UTF-8 text).")
+@click.option("--job-id", default=None, help="Idempotency key (default: generated).")
+@click.option("--cost", default=1, show_default=True, type=int)
+@redis_option
+@prefix_option
+def submit(
+    dependency: str, scope: str, payload: str, job_id: str | None, cost: int, url: str, prefix: str
+) -> None:
+    """Submit one job and print the decision as JSON."""
+    with _client(url, prefix) as jn:
+        d = jn.submit(dependency, scope=scope, payload=payload, job_id=job_id, cost=cost)
+    click.echo(json.dumps(d.__dict__, sort_keys=True))
+
+
+@main.command()
+@click.option("--seconds", default=12.0, show_default=True, help="How long producers run.")
+@click.option("--cluster", is_flag=True, help="Run against a throwaway 3-master cluster.")
+def demo(seconds: float, cluster: bool) -> None:
+    """Live demo against a throwaway redis-server that Janus starts and stops itself."""
+    from janus.demo import run_demo
+
+    sys.exit(run_demo(seconds=seconds, cluster=cluster))
+
+
+def _client(url: str, prefix: str) -> Janus:
+    try:
+        return Janus.from_url(url, prefix=prefix)
+    except JanusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

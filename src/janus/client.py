@@ -1,0 +1,200 @@
+"""The producer front-end: ``Janus.from_url(url).submit(...)``.
+
+Producers need only the Redis URL: limits are read inside Redis from the applied policy.
+This module validates input (cheaply, before any round trip), fixes every job id *before*
+the call so a re-sent call is a no-op, and turns replies into :class:`~janus.decisions.Decision`
+values. It builds no key strings and sends no commands itself (see :mod:`janus.store`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+from janus.decisions import Decision, parse_submit
+from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
+from janus.keys import check_dependency, check_user_name, encode_part
+from janus.policy import PolicySet, compile_policy
+from janus.store import DependencyStatus, JobArgs, Store
+
+#: Default client-side payload limit; the policy's ``max_payload`` is checked in Redis too.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+#: Jobs per script call in submit_many (bounds how long one call holds Redis).
+DEFAULT_BATCH_SIZE = 500
+_BATCH_BYTES = 8 * 1024 * 1024
+
+Clock = Callable[[], int]
+"""Returns the current time in microseconds. Tests pass one; production uses Redis TIME."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job for :meth:`Janus.submit_many`. ``job_id=None`` means "generate one"."""
+
+    scope: str = "default"
+    payload: bytes | str = b""
+    job_id: str | None = None
+    cost: int = 1
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Janus:
+    """A producer's handle on Janus. Thread-safe; create one per process and share it."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidInput("batch_size must be >= 1")
+        self.store = store
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "janus",
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        socket_timeout: float = 5.0,
+    ) -> Janus:
+        """Connect to Redis or Redis Cluster (detected) at ``url``."""
+        store = Store.from_url(url, prefix=prefix, socket_timeout=socket_timeout)
+        return cls(store, clock=clock, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Janus:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _now(self) -> int | None:
+        return None if self.clock is None else self.clock()
+
+    # -- producing ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        dependency: str,
+        *,
+        scope: str = "default",
+        payload: bytes | str = b"",
+        job_id: str | None = None,
+        cost: int = 1,
+    ) -> Decision:
+        """Ask to run one job against ``dependency`` on behalf of ``scope``.
+
+        Returns a decision: ``released`` (on the stream now), ``scheduled`` (reserved; waits
+        in the delay queue until at least ``not_before_ms``) or ``rejected`` (nothing kept;
+        see ``reason`` and ``retry_after_ms``). Submitting an existing ``job_id`` again returns
+        that job's state and changes nothing (``created=False``).
+
+        Raises :class:`~janus.errors.InvalidInput` subclasses for bad arguments and
+        :class:`~janus.errors.RedisUnavailable` when Redis cannot be reached; in both cases
+        nothing was admitted.
+        """
+        check_dependency(dependency)
+        job = self._job_args(Job(scope=scope, payload=payload, job_id=job_id, cost=cost), None)
+        reply = self.store.submit(dependency, [job], self._now())
+        return parse_submit(dependency, [job.job_id], reply)[0]
+
+    def submit_many(
+        self, dependency: str, jobs: Iterable[Job | Mapping[str, object]]
+    ) -> list[Decision]:
+        """Submit many jobs for one dependency: one script call per batch of ``batch_size``.
+
+        Each job gets exactly the decision :meth:`submit` would have given it in that order.
+        Every job is validated before anything is sent; a bad job raises and admits nothing.
+        A policy-level refusal (cost above ``max_cost``, payload above ``max_payload``) raises
+        for the batch that holds it; earlier batches stay admitted.
+        """
+        check_dependency(dependency)
+        args = [self._job_args(self._as_job(j, i), i) for i, j in enumerate(jobs)]
+        out: list[Decision] = []
+        for chunk in _chunks(args, self.batch_size, _BATCH_BYTES):
+            reply = self.store.submit(dependency, chunk, self._now())
+            out.extend(parse_submit(dependency, [j.job_id for j in chunk], reply))
+        return out
+
+    @staticmethod
+    def _as_job(item: Job | Mapping[str, object], index: int) -> Job:
+        if isinstance(item, Job):
+            return item
+        if isinstance(item, Mapping):
+            unknown = set(item) - {"scope", "payload", "job_id", "cost"}
+            if unknown:
+                raise InvalidInput(f"job #{index}: unknown field(s) {sorted(unknown)}")
+            return Job(**item)  # type: ignore[arg-type]
+        raise InvalidInput(f"job #{index}: expected a Job or a mapping, got {type(item).__name__}")
+
+    def _job_args(self, job: Job, index: int | None) -> JobArgs:
+        where = "" if index is None else f"job #{index}: "
+        scope = check_user_name("scope", job.scope)
+        job_id = new_job_id() if job.job_id is None else check_user_name("job_id", job.job_id)
+        cost = job.cost
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise InvalidCost(f"{where}cost must be an integer >= 1, got {cost!r}")
+        payload = job.payload
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise InvalidInput(f"{where}payload must be bytes or str, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{where}payload is {len(payload)} bytes; the limit is "
+                f"{self.max_payload_bytes} bytes"
+            )
+        return JobArgs(job_id, encode_part(job_id), scope, encode_part(scope), cost, payload)
+
+    # -- operating ---------------------------------------------------------------------
+
+    def apply_policies(self, policies: PolicySet) -> dict[str, tuple[int, bool]]:
+        """Write every dependency of a validated policy set into Redis: name -> (version, changed)."""
+        return {
+            name: self.store.apply_policy(compile_policy(name, policy))
+            for name, policy in sorted(policies.dependencies.items())
+        }
+
+    def status(self, dependency: str) -> DependencyStatus:
+        check_dependency(dependency)
+        now_us = self._now()
+        if now_us is None:
+            now_us = self.store.time_us()
+        return self.store.status(dependency, now_us // 1000)
+
+
+def _chunks(jobs: list[JobArgs], size: int, max_bytes: int) -> Iterable[list[JobArgs]]:
+    chunk: list[JobArgs] = []
+    used = 0
+    for job in jobs:
+        weight = len(job.payload) + len(job.job_id) + len(job.scope) + 64
+        if chunk and (len(chunk) >= size or used + weight > max_bytes):
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(job)
+        used += weight
+    if chunk:
+        yield chunk

@@ -1,0 +1,163 @@
+"""The coordinator: moves due work from the delay queues to the streams.
+
+It is thin on purpose: every decision is ``release.lua``, atomic in Redis, so any number of
+coordinators may run at once without double-releasing anything (a job leaves the delay queue
+in the same script that puts it on the stream).
+
+Waiting without polling, yet on time:
+
+* each ``release.lua`` step returns when the next step is worth running (the queue head's
+  due time, or when the limit that blocked it frees up); the coordinator sleeps *locally*
+  until then (``threading.Event.wait``: millisecond precision; Redis's own blocking timeouts
+  only fire every 100 ms);
+* a submit that queues work due *earlier* than the time the last step announced pushes one
+  element onto the dependency's ``wake`` list; one watcher thread per dependency waits on it
+  with BLPOP (one command every ``watch_s`` while idle) and cuts the sleep short.
+
+An idle coordinator therefore costs one BLPOP per dependency every ``watch_s`` seconds and
+one release step every ``idle_s``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+
+from janus import doctor
+from janus.decisions import ReleaseStep, parse_release
+from janus.errors import JanusError, RedisUnavailable
+from janus.store import Store
+
+log = logging.getLogger("janus.coordinator")
+
+
+class Coordinator:
+    """Runs release steps for every dependency with an applied policy (or the ones given)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        dependencies: list[str] | None = None,
+        max_steps: int = 500,
+        idle_s: float = 5.0,
+        watch_s: float = 2.0,
+        refresh_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.fixed = list(dependencies) if dependencies else None
+        self.max_steps = max_steps
+        self.idle_s = idle_s
+        self.watch_s = watch_s
+        self.refresh_s = refresh_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._woken: set[str] = set()
+        self._lock = threading.Lock()
+        self._watchers: dict[str, threading.Thread] = {}
+        self.steps = 0
+        self.released = 0
+
+    # -- one step ----------------------------------------------------------------------
+
+    def step(self, dependency: str, now_us: int | None = None) -> ReleaseStep:
+        """Run one release step for ``dependency`` (``now_us`` only in tests)."""
+        result = parse_release(self.store.release(dependency, now_us, self.max_steps))
+        self.steps += 1
+        self.released += result.released
+        return result
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def check_server(self) -> list[doctor.Finding]:
+        """Log the doctor's findings loudly; returns them."""
+        findings = doctor.evaluate(self.store.server_configs())
+        for finding in findings:
+            if finding.level == "error":
+                log.error("%s", finding)
+            elif finding.level == "warning":
+                log.warning("%s", finding)
+        return findings
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, *, check: bool = True) -> None:
+        """Release due work until :meth:`stop` is called. Survives Redis outages."""
+        if check:
+            try:
+                self.check_server()
+            except RedisUnavailable as exc:
+                log.error("start-up check failed: %s", exc)
+        due: list[tuple[float, str]] = []  # (monotonic time, dependency)
+        known: set[str] = set()
+        next_refresh = 0.0
+        backoff = 0.0
+        while not self._stop.is_set():
+            mono = time.monotonic()
+            try:
+                if mono >= next_refresh:
+                    for dep in self._dependencies():
+                        if dep not in known:
+                            known.add(dep)
+                            heapq.heappush(due, (mono, dep))
+                            self._watch(dep)
+                    next_refresh = mono + self.refresh_s
+                with self._lock:
+                    woken, self._woken = self._woken, set()
+                    self._wake.clear()
+                ready = {dep for at, dep in due if at <= mono} | (woken & known)
+                due = [(at, dep) for at, dep in due if dep not in ready]
+                for dep in sorted(ready):
+                    result = self.step(dep)
+                    after = time.monotonic()
+                    if result.next_us is None:
+                        at = after + self.idle_s
+                    else:
+                        at = after + max(result.next_us - result.now_us, 0) / 1e6
+                    due.append((min(at, after + self.idle_s), dep))
+                heapq.heapify(due)
+                backoff = 0.0
+            except RedisUnavailable as exc:
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.warning("Redis unavailable, retrying in %.1fs: %s", backoff, exc)
+                self._stop.wait(backoff)
+                continue
+            timeout = min([self.refresh_s] + [at - time.monotonic() for at, _ in due[:1]])
+            if timeout > 0:
+                self._wake.wait(timeout)
+
+    def _dependencies(self) -> list[str]:
+        return self.fixed if self.fixed is not None else self.store.dependencies()
+
+    def _watch(self, dependency: str) -> None:
+        if dependency in self._watchers:
+            return
+        thread = threading.Thread(
+            target=self._watch_loop, args=(dependency,), name=f"janus-watch-{dependency}",
+            daemon=True,
+        )
+        self._watchers[dependency] = thread
+        thread.start()
+
+    def _watch_loop(self, dependency: str) -> None:
+        while not self._stop.is_set():
+            try:
+                signalled = self.store.wait_wake(dependency, self.watch_s)
+            except JanusError as exc:
+                log.debug("watcher for %s: %s", dependency, exc)
+                self._stop.wait(1.0)
+                continue
+            if signalled:
+                with self._lock:
+                    self._woken.add(dependency)
+                    self._wake.set()
+
+    def run_in_thread(self) -> threading.Thread:
+        """Start :meth:`run` in a daemon thread (demo, tests); stop it with :meth:`stop`."""
+        thread = threading.Thread(target=self.run, name="janus-coordinator", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,88 @@
+"""Start-up checks of the Redis configuration. Pure: evaluates CONFIG values it is given.
+
+Janus keeps its limits and its queued jobs in Redis. A server that may evict keys, or that
+keeps nothing across a restart, silently breaks both: an evicted bucket admits a burst, an
+evicted job record is a lost job. The coordinator and ``janus doctor`` report these loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Level = Literal["ok", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    server: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.level.upper()}] {self.server}: {self.message}"
+
+
+def evaluate(configs: Mapping[str, Mapping[str, str]]) -> list[Finding]:
+    """Findings for each server's CONFIG values (``server -> {name: value}``)."""
+    out: list[Finding] = []
+    for server, cfg in sorted(configs.items()):
+        if not cfg:
+            out.append(
+                Finding(
+                    "warning",
+                    server,
+                    "CONFIG GET is not allowed here; check by hand that maxmemory-policy is "
+                    "noeviction and that persistence (appendonly or save) is on",
+                )
+            )
+            continue
+        policy = cfg.get("maxmemory-policy", "")
+        maxmemory = cfg.get("maxmemory", "0")
+        if policy and policy != "noeviction":
+            level: Level = "error" if maxmemory not in ("", "0") else "warning"
+            limit = "" if level == "error" else " (maxmemory is 0 today, so not yet)"
+            out.append(
+                Finding(
+                    level,
+                    server,
+                    f"maxmemory-policy is {policy}: Redis may evict Janus keys{limit}; an "
+                    "evicted bucket breaks the limits and an evicted job is lost. Set "
+                    "maxmemory-policy noeviction",
+                )
+            )
+        else:
+            out.append(Finding("ok", server, "maxmemory-policy is noeviction"))
+        appendonly = cfg.get("appendonly", "no")
+        save = cfg.get("save", "").strip()
+        if appendonly != "yes" and not save:
+            out.append(
+                Finding(
+                    "warning",
+                    server,
+                    "no persistence (appendonly no, save \"\"): a Redis restart loses every "
+                    "queued job and all bucket state. Enable appendonly yes",
+                )
+            )
+        elif appendonly != "yes":
+            out.append(
+                Finding(
+                    "warning",
+                    server,
+                    f"only RDB snapshots (save {save!r}): a crash loses the jobs accepted since "
+                    "the last snapshot. Enable appendonly yes",
+                )
+            )
+        else:
+            out.append(Finding("ok", server, "appendonly is on"))
+    return out
+
+
+def worst(findings: list[Finding]) -> Level:
+    levels = {f.level for f in findings}
+    if "error" in levels:
+        return "error"
+    if "warning" in levels:
+        return "warning"
+    return "ok"

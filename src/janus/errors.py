@@ -1,0 +1,78 @@
+"""Every exception Janus raises, in one tree.
+
+Outcomes are values, errors are bugs: a rejected submit, a job that must wait, an empty
+queue are ordinary return values with a reason (see :mod:`janus.decisions`). Exceptions are
+for misuse of the API and for infrastructure faults::
+
+    JanusError
+    ├── PolicyError            a policy file (or set of files) failed validation
+    ├── InvalidInput           the caller passed something Janus will not accept;
+    │   │                      nothing was written to Redis
+    │   ├── InvalidName        empty, oversized or malformed dependency / scope / job id
+    │   ├── InvalidCost        cost is not an integer >= 1, or can never fit the policy
+    │   └── PayloadTooLarge    payload over the configured limit
+    ├── RedisUnavailable       Redis could not be reached or timed out; fail safe: the
+    │                          job was not admitted (a retry with the same job id is safe)
+    ├── ProtocolError          a script replied with a shape this client does not know
+    └── EmbeddedRedisError     the throwaway redis-server (demo, tests) could not start
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class JanusError(Exception):
+    """Base class of every exception Janus raises."""
+
+
+@dataclass(frozen=True)
+class PolicyIssue:
+    """One validation problem, located by file, dependency and field path."""
+
+    file: str
+    dependency: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        path = ".".join(p for p in (self.dependency, self.field) if p)
+        return f"{where}: {path}: {self.message}" if path else f"{where}: {self.message}"
+
+
+class PolicyError(JanusError):
+    """A policy failed validation. ``issues`` lists every problem found, not just the first."""
+
+    def __init__(self, issues: list[PolicyIssue]) -> None:
+        self.issues = list(issues)
+        lines = "\n".join(f"  - {issue}" for issue in self.issues)
+        super().__init__(f"{len(self.issues)} policy error(s):\n{lines}")
+
+
+class InvalidInput(JanusError, ValueError):
+    """The caller passed input Janus does not accept. Nothing was written."""
+
+
+class InvalidName(InvalidInput):
+    """A dependency, scope or job id is empty, too long or malformed."""
+
+
+class InvalidCost(InvalidInput):
+    """A cost is not an integer >= 1, or exceeds what the policy could ever admit."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """A payload is larger than the configured limit."""
+
+
+class RedisUnavailable(JanusError):
+    """Redis could not be reached (or timed out). The job was not admitted."""
+
+
+class ProtocolError(JanusError):
+    """A Lua script answered with a reply this client cannot parse (version skew?)."""
+
+
+class EmbeddedRedisError(JanusError):
+    """A throwaway ``redis-server`` (used by the demo and the tests) failed to start."""

@@ -1,0 +1,162 @@
+"""Every Redis key Janus uses is built here, and nowhere else.
+
+Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
+
+    P:deps                       set     names of dependencies with an applied policy (registry)
+    P:{D}:policy                 hash    compiled limits of D (integers; see policy.compile)
+    P:{D}:scopes                 hash    encoded scope -> compiled per-scope override
+    P:{D}:state                  hash    dependency bucket, queue totals, coordinator wake time
+    P:{D}:s:<scope>              hash    one scope's buckets (TTL: until its buckets are full)
+    P:{D}:j:<job>                hash    one job record (no TTL while queued; TTL once released)
+    P:{D}:delayed                zset    queued jobs, score = eligible time in microseconds
+    P:{D}:inflight               zset    released jobs, score = lease deadline in milliseconds
+    P:{D}:stream                 stream  released work, read by workers
+    P:{D}:wake                   list    at most one element: "coordinator, look again"
+
+Cluster: every key of one dependency carries the hash tag ``{D}``, so each script touches
+one slot and dependencies spread over the shards. Dependency names are validated to a
+safe alphabet (no braces), so the tag is exactly the name.
+
+User strings (scope names, job ids) never reach a key verbatim unless they are short and
+made only of ``[A-Za-z0-9_.-]``. Anything else is replaced by ``~`` plus a 128-bit BLAKE2b
+digest of its UTF-8 bytes. ``~`` is outside the safe alphabet, so an encoded name can never
+equal a verbatim one, and no user string can add ``{``, ``}``, ``:`` or whitespace to a key:
+the slot of a key depends on the dependency name alone. The original string is kept inside
+the job record, never recovered from the key.
+
+Scripts receive fixed keys as ``KEYS`` and, where they must address keys that are only known
+inside Redis (queued jobs, scopes), the *prefix* of those keys (``P:{D}:j:``, ``P:{D}:s:``)
+plus the encoded member; the prefix carries the tag, so the slot cannot change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from janus.errors import InvalidName
+
+#: Dependency names: they become the hash tag, so they use a safe alphabet.
+DEPENDENCY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+#: Key prefixes: same alphabet plus ':'; never braces.
+PREFIX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
+_VERBATIM = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+#: Longest scope name or job id accepted, in UTF-8 bytes.
+MAX_NAME_BYTES = 16 * 1024
+
+
+def check_dependency(name: object) -> str:
+    """Return ``name`` if it is a valid dependency name, else raise :class:`InvalidName`."""
+    if not isinstance(name, str) or not DEPENDENCY_NAME.fullmatch(name):
+        raise InvalidName(
+            f"invalid dependency name {_show(name)}: use 1-64 characters from "
+            "[A-Za-z0-9_.-], starting with a letter or digit"
+        )
+    return name
+
+
+def check_user_name(kind: str, value: object) -> str:
+    """Validate a scope name or job id: a non-empty string of at most MAX_NAME_BYTES."""
+    if not isinstance(value, str):
+        raise InvalidName(f"{kind} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidName(f"{kind} must not be empty")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidName(f"{kind} is {size} bytes; the limit is {MAX_NAME_BYTES} bytes")
+    if "\x00" in value:
+        raise InvalidName(f"{kind} must not contain NUL characters")
+    return value
+
+
+def encode_part(value: str) -> str:
+    """Encode a user string for use inside a key (see module docstring)."""
+    if _VERBATIM.fullmatch(value):
+        return value
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16)
+    return "~" + digest.hexdigest()
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one dependency under one prefix."""
+
+    prefix: str
+    dependency: str
+
+    def __post_init__(self) -> None:
+        if not PREFIX_NAME.fullmatch(self.prefix):
+            raise InvalidName(f"invalid key prefix {_show(self.prefix)}")
+        check_dependency(self.dependency)
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.dependency}}}"
+
+    @property
+    def policy(self) -> str:
+        return f"{self.base}:policy"
+
+    @property
+    def scopes(self) -> str:
+        return f"{self.base}:scopes"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}:state"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.base}:delayed"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.base}:inflight"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.base}:stream"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.base}:wake"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.base}:j:"
+
+    @property
+    def scope_prefix(self) -> str:
+        return f"{self.base}:s:"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + encode_part(job_id)
+
+    def scope(self, scope: str) -> str:
+        return self.scope_prefix + encode_part(scope)
+
+    def all_fixed(self) -> list[str]:
+        """Every key of this dependency that is not per job or per scope."""
+        return [
+            self.policy,
+            self.scopes,
+            self.state,
+            self.delayed,
+            self.inflight,
+            self.stream,
+            self.wake,
+        ]
+
+
+def registry(prefix: str) -> str:
+    """The set of dependency names that have an applied policy (one slot of its own)."""
+    if not PREFIX_NAME.fullmatch(prefix):
+        raise InvalidName(f"invalid key prefix {_show(prefix)}")
+    return f"{prefix}:deps"

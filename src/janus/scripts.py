@@ -1,0 +1,114 @@
+"""The Lua scripts: where they live, how they are assembled, and what each one takes.
+
+Pure: reads files, never talks to Redis (:mod:`janus.store` registers and calls them).
+
+Each script under ``lua/`` decides one thing atomically and opens with a header naming its
+``KEYS[i]`` and ``ARGV[i]``. :data:`SPECS` repeats those names for the Python side, and the
+store passes arguments *by name* through :meth:`ScriptSpec.keys_of` / :meth:`ScriptSpec.argv_of`,
+so a call site cannot pass a key the script does not expect. A test parses the headers and
+checks they match :data:`SPECS` exactly.
+
+Shared helpers live in ``lua/include/``; a line ``--- @include "name"`` is replaced by that
+file's text when the script is loaded (Redis has no ``require`` for scripts).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+_INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
+_HEADER_ITEM = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(\.\.\.)?\]\s+(\w+)", re.MULTILINE)
+
+
+def lua_dir() -> Path:
+    """The directory holding the ``.lua`` files (installed package or source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "lua", here.parent.parent / "lua"):
+        if (candidate / "submit.lua").is_file():
+            return candidate
+    raise FileNotFoundError(f"Janus Lua scripts not found next to {here}")
+
+
+@dataclass(frozen=True)
+class ScriptSpec:
+    """The names of a script's KEYS and ARGV, in order. A trailing ``...`` ARGV is variadic."""
+
+    name: str
+    keys: tuple[str, ...]
+    argv: tuple[str, ...]
+    variadic: bool = False
+
+    def keys_of(self, given: Mapping[str, str]) -> list[str]:
+        """Order ``given`` as the script's KEYS; refuse missing or unexpected names."""
+        _check_names(self.name, "KEYS", self.keys, given)
+        return [given[k] for k in self.keys]
+
+    def argv_of(self, given: Mapping[str, object], rest: Sequence[object] = ()) -> list[object]:
+        """Order ``given`` as the script's fixed ARGV, then append the variadic ``rest``."""
+        fixed = self.argv[:-1] if self.variadic else self.argv
+        _check_names(self.name, "ARGV", fixed, given)
+        if rest and not self.variadic:
+            raise TypeError(f"{self.name}.lua takes no variadic ARGV")
+        return [given[a] for a in fixed] + list(rest)
+
+
+def _check_names(script: str, what: str, expected: tuple[str, ...], given: Mapping[str, object]) -> None:
+    if set(given) != set(expected):
+        missing = sorted(set(expected) - set(given))
+        extra = sorted(set(given) - set(expected))
+        raise TypeError(f"{script}.lua {what}: missing {missing}, unexpected {extra}")
+
+
+_STATE_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream")
+
+SPECS: dict[str, ScriptSpec] = {
+    "submit": ScriptSpec(
+        "submit",
+        keys=(*_STATE_KEYS, "wake"),
+        argv=("job_prefix", "scope_prefix", "now_us", "count", "jobs"),
+        variadic=True,
+    ),
+    "release": ScriptSpec(
+        "release",
+        keys=_STATE_KEYS,
+        argv=("job_prefix", "scope_prefix", "now_us", "max_steps"),
+    ),
+    "apply_policy": ScriptSpec(
+        "apply_policy",
+        keys=("policy", "scopes"),
+        argv=("digest", "field_count", "pairs"),
+        variadic=True,
+    ),
+}
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of script ``name`` with its includes expanded."""
+    root = lua_dir()
+    text = (root / f"{name}.lua").read_text(encoding="utf-8")
+
+    def expand(match: re.Match[str]) -> str:
+        return (root / "include" / f"{match.group(1)}.lua").read_text(encoding="utf-8")
+
+    return _INCLUDE.sub(expand, text)
+
+
+def header(name: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """(KEYS names, ARGV names, variadic) as declared in the header of ``lua/<name>.lua``."""
+    text = (lua_dir() / f"{name}.lua").read_text(encoding="utf-8")
+    keys: list[str] = []
+    argv: list[str] = []
+    variadic = False
+    for kind, index, dots, ident in _HEADER_ITEM.findall(text):
+        target = keys if kind == "KEYS" else argv
+        if int(index) != len(target) + 1:
+            raise ValueError(f"{name}.lua header: {kind}[{index}] out of order")
+        target.append(ident)
+        if dots:
+            variadic = True
+    return tuple(keys), tuple(argv), variadic

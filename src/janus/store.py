@@ -1,0 +1,290 @@
+"""The one module that talks to Redis: script registration, script calls, streams, config.
+
+Everything else in Janus is either pure (policy, keys, decisions, scripts) or a front-end
+that drives this module (client, coordinator, CLI, demo).
+
+Admission design (the scripts hold the detail; this is the map):
+
+* Limits live in Redis (``apply_policy.lua``), never in the caller's arguments.
+* ``submit.lua`` reserves the job's **scope** bucket at submit time: that reservation is the
+  job's place in the dependency's delay queue (a sorted set scored by eligible time). If the
+  scope allows it now, nothing due is queued ahead, and the **dependency** bucket and
+  ``max_in_flight`` allow it now, the job is released straight away (XADD). Otherwise it is
+  scheduled, and ``not_before_ms`` is a lower bound.
+* ``release.lua`` (the coordinator) takes due jobs in queue order and checks the dependency
+  bucket, in-flight limit and the scope's release-time bucket *at release time*. Since the
+  dependency's capacity is only ever taken at release, a flood from one scope cannot book the
+  dependency's future ahead of a scope that arrives later (weighted fair sharing plugs in at
+  this point), and a paused coordinator cannot dump its backlog (the buckets re-space it).
+* Released cost in any window W is then at most ``rate * W + burst`` per dependency and per
+  scope, whoever calls the scripts and however many of them run at once.
+
+Calls: scripts are loaded once and called by SHA (redis-py's ``Script`` reloads on NOSCRIPT,
+e.g. after ``SCRIPT FLUSH``). Connection errors and timeouts are retried a bounded number of
+times by redis-py; every state-changing script is idempotent (job ids are fixed before the
+call, an existing id is a no-op), so a re-sent call cannot admit twice. Scripts are never
+sent inside a cluster pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from janus import scripts
+from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge, RedisUnavailable
+from janus.keys import Keys, registry
+from janus.policy import CompiledPolicy
+
+AnyRedis = redis.Redis | RedisCluster
+
+#: Bounded retries for connection errors and timeouts (all our calls are idempotent).
+RETRIES = 3
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    """One job as submit.lua takes it."""
+
+    job_id: str
+    job_enc: str
+    scope: str
+    scope_enc: str
+    cost: int
+    payload: bytes
+
+    def flat(self) -> tuple[str, str, str, str, int, bytes]:
+        return (self.job_enc, self.job_id, self.scope_enc, self.scope, self.cost, self.payload)
+
+
+@dataclass(frozen=True)
+class DependencyStatus:
+    dependency: str
+    policy_version: int | None
+    scheduled: int
+    in_flight: int
+    stream_length: int
+    queued_cost: int
+    next_due_us: int | None
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
+
+
+@contextlib.contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Translate redis-py's exceptions into Janus's tree."""
+    try:
+        yield
+    except redis.exceptions.ResponseError as exc:
+        message = str(exc)
+        if "JANUS_INVALID" in message:
+            detail = message.split("JANUS_INVALID", 1)[1].strip()
+            index, _, text = detail.partition(" ")
+            prefix = f"job #{index} of the batch: " if index.isdigit() else ""
+            if "payload" in text:
+                raise PayloadTooLarge(f"{what}: {prefix}{text}") from None
+            if "cost" in text:
+                raise InvalidCost(f"{what}: {prefix}{text}") from None
+            raise InvalidInput(f"{what}: {prefix}{text}") from None
+        raise
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.RedisClusterException,
+    ) as exc:
+        raise RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was admitted") from exc
+
+
+def connect(url: str, *, socket_timeout: float = 5.0) -> AnyRedis:
+    """Open a client for ``url``; a Redis Cluster node is detected and handled as a cluster."""
+    with guard(f"connecting to {url}"):
+        probe = redis.Redis.from_url(url, socket_timeout=socket_timeout, retry=_retry())
+        try:
+            info = cast(dict[str, Any], probe.info("cluster"))
+        finally:
+            probe.close()
+        if info.get("cluster_enabled") == 1:
+            return RedisCluster.from_url(url, socket_timeout=socket_timeout, retry=_retry())
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout, retry=_retry())
+
+
+class Store:
+    """Janus's state in one Redis (or one Redis Cluster) under one key prefix."""
+
+    def __init__(self, client: AnyRedis, *, prefix: str = "janus") -> None:
+        self.client = client
+        self.prefix = prefix
+        registry(prefix)  # validates the prefix
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(scripts.source(name)) for name in scripts.SPECS
+        }
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "janus", socket_timeout: float = 5.0) -> Store:
+        return cls(connect(url, socket_timeout=socket_timeout), prefix=prefix)
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.client, RedisCluster)
+
+    def keys(self, dependency: str) -> Keys:
+        return Keys(self.prefix, dependency)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- scripts -------------------------------------------------------------------------
+
+    def _run(self, name: str, keys: dict[str, str], argv: dict[str, object],
+             rest: Sequence[object] = ()) -> Any:
+        spec = scripts.SPECS[name]
+        script = self._scripts[name]
+        return script(keys=spec.keys_of(keys), args=spec.argv_of(argv, rest), client=self.client)
+
+    def _state_keys(self, k: Keys) -> dict[str, str]:
+        return {
+            "policy": k.policy,
+            "scopes": k.scopes,
+            "state": k.state,
+            "delayed": k.delayed,
+            "inflight": k.inflight,
+            "stream": k.stream,
+        }
+
+    def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
+        """Install one dependency's policy; returns (version, changed)."""
+        k = self.keys(compiled.dependency)
+        rest: list[object] = []
+        for name, value in sorted(compiled.fields.items()):
+            rest += [name, value]
+        rest.append(len(compiled.scopes))
+        for enc, packed in sorted(compiled.scopes.items()):
+            rest += [enc, packed]
+        with guard(f"applying the policy of {compiled.dependency!r}"):
+            version, changed = self._run(
+                "apply_policy",
+                {"policy": k.policy, "scopes": k.scopes},
+                {"digest": compiled.digest, "field_count": len(compiled.fields)},
+                rest,
+            )
+            # The registry lives in another slot; it is only a directory for coordinators
+            # and `janus status`, so it is written after the policy itself.
+            self.client.sadd(registry(self.prefix), compiled.dependency)
+        return int(version), bool(changed)
+
+    def submit(self, dependency: str, jobs: Sequence[JobArgs], now_us: int | None) -> Any:
+        k = self.keys(dependency)
+        rest: list[object] = []
+        for job in jobs:
+            rest.extend(job.flat())
+        with guard(f"submitting to {dependency!r}"):
+            return self._run(
+                "submit",
+                {**self._state_keys(k), "wake": k.wake},
+                {
+                    "job_prefix": k.job_prefix,
+                    "scope_prefix": k.scope_prefix,
+                    "now_us": "" if now_us is None else now_us,
+                    "count": len(jobs),
+                },
+                rest,
+            )
+
+    def release(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
+        k = self.keys(dependency)
+        with guard(f"releasing due work of {dependency!r}"):
+            return self._run(
+                "release",
+                self._state_keys(k),
+                {
+                    "job_prefix": k.job_prefix,
+                    "scope_prefix": k.scope_prefix,
+                    "now_us": "" if now_us is None else now_us,
+                    "max_steps": max_steps,
+                },
+            )
+
+    # -- plain commands ------------------------------------------------------------------
+
+    def wait_wake(self, dependency: str, timeout_s: float) -> bool:
+        """Block (server side) until submit.lua signals new earlier work, or the timeout."""
+        with guard(f"waiting for work on {dependency!r}"):
+            return self.client.blpop([self.keys(dependency).wake], timeout=timeout_s) is not None
+
+    def dependencies(self) -> list[str]:
+        with guard("listing dependencies"):
+            members = cast(set[bytes], self.client.smembers(registry(self.prefix)))
+        return sorted(m.decode() for m in members)
+
+    def time_us(self) -> int:
+        with guard("reading the Redis clock"):
+            if isinstance(self.client, RedisCluster):
+                sec, usec = cast(tuple[int, int], self.client.time(target_nodes=RedisCluster.RANDOM))
+            else:
+                sec, usec = cast(tuple[int, int], self.client.time())
+        return sec * 1_000_000 + usec
+
+    def policy_fields(self, dependency: str) -> dict[str, str]:
+        with guard(f"reading the policy of {dependency!r}"):
+            raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).policy))
+        return {key.decode(): value.decode() for key, value in raw.items()}
+
+    def status(self, dependency: str, now_ms: int) -> DependencyStatus:
+        k = self.keys(dependency)
+        with guard(f"reading the status of {dependency!r}"):
+            version = self.client.hget(k.policy, "version")
+            scheduled = self.client.zcard(k.delayed)
+            in_flight = self.client.zcount(k.inflight, f"({now_ms}", "+inf")
+            length = self.client.xlen(k.stream)
+            queued_cost = self.client.hget(k.state, "queued_cost")
+            head = cast(list[tuple[bytes, float]], self.client.zrange(k.delayed, 0, 0, withscores=True))
+        return DependencyStatus(
+            dependency=dependency,
+            policy_version=int(cast(bytes, version)) if version is not None else None,
+            scheduled=int(cast(int, scheduled)),
+            in_flight=int(cast(int, in_flight)),
+            stream_length=int(cast(int, length)),
+            queued_cost=int(cast(bytes, queued_cost)) if queued_cost is not None else 0,
+            next_due_us=int(head[0][1]) if head else None,
+        )
+
+    def server_configs(self) -> dict[str, dict[str, str]]:
+        """CONFIG GET of the settings `janus doctor` checks, per primary ("host:port" -> dict).
+
+        A server that refuses CONFIG (some managed services) maps to an empty dict.
+        """
+        wanted = ("maxmemory-policy", "maxmemory", "appendonly", "save")
+        clients: list[tuple[str, redis.Redis]] = []
+        if isinstance(self.client, RedisCluster):
+            for node in self.client.get_primaries():
+                conn = node.redis_connection
+                if conn is not None:
+                    clients.append((node.name, conn))
+        else:
+            kw = self.client.connection_pool.connection_kwargs
+            clients.append((f"{kw.get('host', '?')}:{kw.get('port', '?')}", self.client))
+        out: dict[str, dict[str, str]] = {}
+        with guard("reading server configuration"):
+            for name, conn in clients:
+                values: dict[str, str] = {}
+                for item in wanted:
+                    try:
+                        got = cast(dict[Any, Any], conn.config_get(item))
+                    except redis.exceptions.ResponseError:
+                        continue
+                    for key, value in got.items():
+                        k_s = key.decode() if isinstance(key, bytes) else str(key)
+                        values[k_s] = value.decode() if isinstance(value, bytes) else str(value)
+                out[name] = values
+        return out
