@@ -172,7 +172,7 @@ class Janus:
     # -- operating ---------------------------------------------------------------------
 
     def apply_policies(self, policies: PolicySet) -> dict[str, tuple[int, bool]]:
-        """Write every dependency of a validated policy set into Redis: name -> (version, changed)."""
+        """Write each dependency of a policy set into Redis: name -> (version, changed)."""
         return {
             name: self.store.apply_policy(compile_policy(name, policy))
             for name, policy in sorted(policies.dependencies.items())

@@ -19,6 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
+
+A = TypeVar("A")
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
 _HEADER_ITEM = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(\.\.\.)?\]\s+(\w+)", re.MULTILINE)
@@ -47,7 +50,7 @@ class ScriptSpec:
         _check_names(self.name, "KEYS", self.keys, given)
         return [given[k] for k in self.keys]
 
-    def argv_of(self, given: Mapping[str, object], rest: Sequence[object] = ()) -> list[object]:
+    def argv_of(self, given: Mapping[str, A], rest: Sequence[A] = ()) -> list[A]:
         """Order ``given`` as the script's fixed ARGV, then append the variadic ``rest``."""
         fixed = self.argv[:-1] if self.variadic else self.argv
         _check_names(self.name, "ARGV", fixed, given)
@@ -56,7 +59,9 @@ class ScriptSpec:
         return [given[a] for a in fixed] + list(rest)
 
 
-def _check_names(script: str, what: str, expected: tuple[str, ...], given: Mapping[str, object]) -> None:
+def _check_names(
+    script: str, what: str, expected: tuple[str, ...], given: Mapping[str, object]
+) -> None:
     if set(given) != set(expected):
         missing = sorted(set(expected) - set(given))
         extra = sorted(set(given) - set(expected))

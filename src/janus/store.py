@@ -45,6 +45,7 @@ from janus.keys import Keys, registry
 from janus.policy import CompiledPolicy
 
 AnyRedis = redis.Redis | RedisCluster
+Arg = bytes | str | int
 
 #: Bounded retries for connection errors and timeouts (all our calls are idempotent).
 RETRIES = 3
@@ -103,7 +104,9 @@ def guard(what: str) -> Iterator[None]:
         redis.exceptions.ClusterDownError,
         redis.exceptions.RedisClusterException,
     ) as exc:
-        raise RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was admitted") from exc
+        raise RedisUnavailable(
+            f"{what}: Redis is unavailable ({exc}); nothing was admitted"
+        ) from exc
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> AnyRedis:
@@ -111,7 +114,7 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> AnyRedis:
     with guard(f"connecting to {url}"):
         probe = redis.Redis.from_url(url, socket_timeout=socket_timeout, retry=_retry())
         try:
-            info = cast(dict[str, Any], probe.info("cluster"))
+            info = probe.info("cluster")
         finally:
             probe.close()
         if info.get("cluster_enabled") == 1:
@@ -146,8 +149,9 @@ class Store:
 
     # -- scripts -------------------------------------------------------------------------
 
-    def _run(self, name: str, keys: dict[str, str], argv: dict[str, object],
-             rest: Sequence[object] = ()) -> Any:
+    def _run(
+        self, name: str, keys: dict[str, str], argv: dict[str, Arg], rest: Sequence[Arg] = ()
+    ) -> Any:
         spec = scripts.SPECS[name]
         script = self._scripts[name]
         return script(keys=spec.keys_of(keys), args=spec.argv_of(argv, rest), client=self.client)
@@ -165,7 +169,7 @@ class Store:
     def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
         """Install one dependency's policy; returns (version, changed)."""
         k = self.keys(compiled.dependency)
-        rest: list[object] = []
+        rest: list[Arg] = []
         for name, value in sorted(compiled.fields.items()):
             rest += [name, value]
         rest.append(len(compiled.scopes))
@@ -185,7 +189,7 @@ class Store:
 
     def submit(self, dependency: str, jobs: Sequence[JobArgs], now_us: int | None) -> Any:
         k = self.keys(dependency)
-        rest: list[object] = []
+        rest: list[Arg] = []
         for job in jobs:
             rest.extend(job.flat())
         with guard(f"submitting to {dependency!r}"):
@@ -230,9 +234,9 @@ class Store:
     def time_us(self) -> int:
         with guard("reading the Redis clock"):
             if isinstance(self.client, RedisCluster):
-                sec, usec = cast(tuple[int, int], self.client.time(target_nodes=RedisCluster.RANDOM))
+                sec, usec = self.client.time(target_nodes=RedisCluster.RANDOM)
             else:
-                sec, usec = cast(tuple[int, int], self.client.time())
+                sec, usec = self.client.time()
         return sec * 1_000_000 + usec
 
     def policy_fields(self, dependency: str) -> dict[str, str]:
@@ -248,13 +252,15 @@ class Store:
             in_flight = self.client.zcount(k.inflight, f"({now_ms}", "+inf")
             length = self.client.xlen(k.stream)
             queued_cost = self.client.hget(k.state, "queued_cost")
-            head = cast(list[tuple[bytes, float]], self.client.zrange(k.delayed, 0, 0, withscores=True))
+            head = cast(
+                list[tuple[bytes, float]], self.client.zrange(k.delayed, 0, 0, withscores=True)
+            )
         return DependencyStatus(
             dependency=dependency,
             policy_version=int(cast(bytes, version)) if version is not None else None,
-            scheduled=int(cast(int, scheduled)),
-            in_flight=int(cast(int, in_flight)),
-            stream_length=int(cast(int, length)),
+            scheduled=int(scheduled),
+            in_flight=int(in_flight),
+            stream_length=int(length),
             queued_cost=int(cast(bytes, queued_cost)) if queued_cost is not None else 0,
             next_due_us=int(head[0][1]) if head else None,
         )
@@ -267,7 +273,7 @@ class Store:
         wanted = ("maxmemory-policy", "maxmemory", "appendonly", "save")
         clients: list[tuple[str, redis.Redis]] = []
         if isinstance(self.client, RedisCluster):
-            for node in self.client.get_primaries():
+            for node in self.client.get_primaries():  # type: ignore[no-untyped-call]
                 conn = node.redis_connection
                 if conn is not None:
                     clients.append((node.name, conn))
@@ -288,3 +294,24 @@ class Store:
                         values[k_s] = value.decode() if isinstance(value, bytes) else str(value)
                 out[name] = values
         return out
+
+    def releases(self, dependency: str, *, chunk: int = 5000) -> list[tuple[int, str, int, str]]:
+        """Every entry still on the dependency's stream as ``(ms, scope, cost, job_id)``."""
+        key = self.keys(dependency).stream
+        out: list[tuple[int, str, int, str]] = []
+        start = "-"
+        with guard(f"reading the stream of {dependency!r}"):
+            while True:
+                batch = cast(
+                    list[tuple[bytes, dict[bytes, bytes]]],
+                    self.client.xrange(key, min=start, max="+", count=chunk),
+                )
+                out.extend(_parse_entry(i, f) for i, f in batch)
+                if len(batch) < chunk:
+                    return out
+                start = "(" + batch[-1][0].decode()
+
+
+def _parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[int, str, int, str]:
+    ms = int(entry_id.split(b"-", 1)[0])
+    return ms, fields[b"scope"].decode(), int(fields[b"cost"]), fields[b"id"].decode()
