@@ -1,6 +1,6 @@
 -- Shared helpers: policy loading, GCRA buckets, the release step.
--- Included by the scripts (the Python loader inlines this file where a script says
--- `--- @include "limits"`). Everything here is local; nothing runs at include time.
+-- The Python loader (janus/scripts.py) inlines this file where a script asks for it.
+-- Everything here is local; nothing runs at include time.
 --
 -- Units: time in microseconds (`*_us`) unless named `_ms`; cost in integer units.
 -- A bucket is GCRA: `tat` is the theoretical arrival time; a cost c may pass at time t when

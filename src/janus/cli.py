@@ -92,8 +92,13 @@ def policy_show(paths: tuple[str, ...]) -> None:
 @main.command()
 @redis_option
 @prefix_option
-@click.option("--dependency", "-d", "dependencies", multiple=True,
-              help="Only these dependencies (default: every applied one).")
+@click.option(
+    "--dependency",
+    "-d",
+    "dependencies",
+    multiple=True,
+    help="Only these dependencies (default: every applied one).",
+)
 def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
     """Move due work into the streams until SIGINT/SIGTERM."""
     logging.getLogger("janus").setLevel(logging.INFO)

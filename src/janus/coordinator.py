@@ -137,7 +137,9 @@ class Coordinator:
         if dependency in self._watchers:
             return
         thread = threading.Thread(
-            target=self._watch_loop, args=(dependency,), name=f"janus-watch-{dependency}",
+            target=self._watch_loop,
+            args=(dependency,),
+            name=f"janus-watch-{dependency}",
             daemon=True,
         )
         self._watchers[dependency] = thread

@@ -61,7 +61,7 @@ def evaluate(configs: Mapping[str, Mapping[str, str]]) -> list[Finding]:
                 Finding(
                     "warning",
                     server,
-                    "no persistence (appendonly no, save \"\"): a Redis restart loses every "
+                    'no persistence (appendonly no, save ""): a Redis restart loses every '
                     "queued job and all bucket state. Enable appendonly yes",
                 )
             )

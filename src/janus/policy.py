@@ -1,0 +1,881 @@
+"""Policies: parse, validate and compile the limits of each dependency.
+
+This module is pure: it reads YAML text (or files), validates it, and turns each dependency's
+policy into the integers the Lua scripts read from ``P:{D}:policy`` and ``P:{D}:scopes``. It
+never talks to Redis and never reads the clock.
+
+A policy file looks like::
+
+    dependencies:
+      payments:
+        rate: 50              # cost units per second (float > 0)
+        burst: 100            # most cost released at once (int >= 1)
+        max_in_flight: 20     # optional; omitted = unlimited
+        max_wait: 30s         # longest reservation a submit may get (default 60s)
+        lease: 30s            # visibility timeout for workers (default 30s, >= 100ms)
+        retention: 1d         # how long finished job records are kept (default 1d, >= 1s)
+        max_payload: 1MiB     # largest payload (default 1MiB, 1 byte .. 512MiB)
+        max_cost: 10          # optional; default = smallest burst of the dependency and scopes
+        scopes:
+          default: {rate: 10, burst: 20, weight: 1}
+          tenant-42: {rate: 25, burst: 50, weight: 2}
+
+Validation is strict (unknown keys, wrong types and out-of-range values are errors) and
+exhaustive: every problem in every file is collected and reported in one
+:class:`~janus.errors.PolicyError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from janus.errors import InvalidName, PolicyError, PolicyIssue
+from janus.keys import DEPENDENCY_NAME, check_user_name, encode_part
+
+__all__ = [
+    "DEFAULT_LEASE_MS",
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_MAX_WAIT_MS",
+    "DEFAULT_RETENTION_MS",
+    "DEFAULT_SCOPE",
+    "MAX_BURST",
+    "MAX_DURATION_MS",
+    "MAX_IN_FLIGHT",
+    "MAX_PAYLOAD",
+    "MAX_RATE",
+    "MAX_SPAN_US",
+    "MAX_WEIGHT",
+    "MIN_LEASE_MS",
+    "MIN_RETENTION_MS",
+    "MIN_WEIGHT",
+    "CompiledPolicy",
+    "DependencyPolicy",
+    "PolicySet",
+    "ScopeLimits",
+    "compile_policy",
+    "describe",
+    "format_duration_ms",
+    "format_size",
+    "interval_us",
+    "load_policies",
+    "parse_duration_ms",
+    "parse_policy_text",
+    "parse_size",
+    "weight_milli",
+]
+
+# --------------------------------------------------------------------------- limits
+
+#: Highest rate accepted, in cost units per second.
+MAX_RATE = 1_000_000.0
+#: Highest burst accepted.
+MAX_BURST = 10**9
+#: Highest max_in_flight accepted (keeps every counter exact in Lua's doubles).
+MAX_IN_FLIGHT = 10**9
+#: Scope weights: at least 0.001 (weight_milli >= 1), at most 10**6.
+MIN_WEIGHT = 0.001
+MAX_WEIGHT = 1_000_000.0
+#: Longest duration accepted anywhere (100 years, in ms). Timestamps in the scripts are
+#: microseconds held in doubles; this keeps ``now + max_wait`` far below 2**53.
+MAX_DURATION_MS = 100 * 365 * 86_400_000
+#: Longest time a bucket may take to refill from empty (``burst * interval_us``), in µs.
+MAX_SPAN_US = MAX_DURATION_MS * 1000
+#: Largest max_payload accepted (512 MiB, Redis' own limit for one string).
+MAX_PAYLOAD = 512 * 1024 * 1024
+
+DEFAULT_MAX_WAIT_MS = 60_000
+DEFAULT_LEASE_MS = 30_000
+DEFAULT_RETENTION_MS = 86_400_000
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+MIN_LEASE_MS = 100
+MIN_RETENTION_MS = 1_000
+
+#: Name of the scopes section that holds the limits every scope gets by default.
+DEFAULT_SCOPE = "default"
+
+_COMPILE_VERSION = 1
+
+# --------------------------------------------------------------------------- durations and sizes
+
+_DURATION_UNITS_MS: dict[str, Fraction] = {
+    "ms": Fraction(1),
+    "s": Fraction(1000),
+    "m": Fraction(60_000),
+    "h": Fraction(3_600_000),
+    "d": Fraction(86_400_000),
+}
+_DURATION_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)")
+
+_SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+_SIZE_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)")
+
+
+def _number(value: int | float) -> Fraction:
+    """The exact value a user wrote: ``Fraction(str(x))`` undoes binary float error."""
+    return Fraction(value) if isinstance(value, int) else Fraction(str(value))
+
+
+def parse_duration_ms(value: object) -> int:
+    """Parse a duration into whole milliseconds, rounding up.
+
+    Accepts a number of seconds (``30``, ``1.5``) or a string with a unit: ``"200ms"``,
+    ``"1.5s"``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``. Raises :class:`ValueError` for
+    booleans, negative or non-finite numbers, unknown units and anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError(
+            f"a duration must be a number of seconds or a string like '30s', got {value!r}"
+        )
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"a duration must be finite, got {value!r}")
+        if value < 0:
+            raise ValueError(f"a duration must not be negative, got {value!r}")
+        ms = _number(value) * 1000
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(f"a duration must not be negative, got {value!r}")
+        match = _DURATION_RE.fullmatch(text)
+        if match is None:
+            raise ValueError(
+                f"invalid duration {value!r}: write a number and a unit, like '200ms', "
+                "'30s', '10m', '1h' or '1d'"
+            )
+        unit = match.group("unit")
+        if not unit:
+            raise ValueError(
+                f"duration {value!r} has no unit: write e.g. '{text}s', or a bare number "
+                "(not a string) for seconds"
+            )
+        if unit not in _DURATION_UNITS_MS:
+            raise ValueError(f"unknown duration unit {unit!r} in {value!r}: use ms, s, m, h or d")
+        ms = Fraction(match.group("num")) * _DURATION_UNITS_MS[unit]
+    else:
+        raise ValueError(
+            "a duration must be a number of seconds or a string like '30s', "
+            f"got {type(value).__name__}"
+        )
+    result = math.ceil(ms)
+    if result > MAX_DURATION_MS:
+        raise ValueError(f"duration {value!r} is longer than the maximum of 100 years")
+    return result
+
+
+def parse_size(value: object) -> int:
+    """Parse a size into bytes, rounding a fractional byte up.
+
+    Accepts an integer number of bytes or a string: ``"512"``, ``"512B"``, ``"64KB"``,
+    ``"64KiB"``, ``"1MB"``, ``"1MiB"``, ``"1GB"``, ``"1GiB"`` (KB = 1000, KiB = 1024).
+    Raises :class:`ValueError` for booleans, floats, negative numbers and unknown units.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"a size must be a number of bytes or a string like '1MiB', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a size must not be negative, got {value!r}")
+        return value
+    if isinstance(value, float):
+        raise ValueError(
+            f"a size must be a whole number of bytes or a string like '1.5MiB', got {value!r}"
+        )
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(f"a size must not be negative, got {value!r}")
+        match = _SIZE_RE.fullmatch(text)
+        if match is None:
+            raise ValueError(
+                f"invalid size {value!r}: write a number and a unit, like '512', '64KiB' or '1MiB'"
+            )
+        unit = match.group("unit")
+        if unit not in _SIZE_UNITS:
+            raise ValueError(
+                f"unknown size unit {unit!r} in {value!r}: use B, KB, KiB, MB, MiB, GB or GiB"
+            )
+        return math.ceil(Fraction(match.group("num")) * _SIZE_UNITS[unit])
+    raise ValueError(
+        f"a size must be a number of bytes or a string like '1MiB', got {type(value).__name__}"
+    )
+
+
+def format_duration_ms(ms: int) -> str:
+    """Render milliseconds with the largest unit that divides them exactly (``90000`` → ``90s``)."""
+    for unit in ("d", "h", "m", "s"):
+        size = int(_DURATION_UNITS_MS[unit])
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def format_size(size: int) -> str:
+    """Render bytes with the largest unit that divides them exactly (``1048576`` → ``1MiB``)."""
+    for unit in ("GiB", "GB", "MiB", "MB", "KiB", "KB"):
+        factor = _SIZE_UNITS[unit]
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def interval_us(rate: float) -> int:
+    """Microseconds between two cost units at ``rate`` per second, rounded UP.
+
+    Rounding up means the enforced rate (``1e6 / interval_us``) never exceeds the declared
+    one. Exact arithmetic on the decimal the user wrote: rate 3 → 333334, 0.5 → 2000000.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, got {rate!r}")
+    return math.ceil(Fraction(1_000_000) / _number(rate))
+
+
+def weight_milli(weight: float) -> int:
+    """A scope weight in thousandths, as the scripts read it (``round(weight * 1000)``)."""
+    return round(_number(weight) * 1000)
+
+
+# --------------------------------------------------------------------------- resolved models
+
+_Rate = Annotated[float, Field(gt=0, le=MAX_RATE, allow_inf_nan=False)]
+_Burst = Annotated[int, Field(ge=1, le=MAX_BURST)]
+_Weight = Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)]
+_InFlight = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
+
+
+class ScopeLimits(BaseModel):
+    """Effective limits of one scope (tenant), inheritance already applied."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rate: _Rate
+    burst: _Burst
+    weight: _Weight = 1.0
+
+
+class DependencyPolicy(BaseModel):
+    """The validated, fully resolved policy of one dependency. Durations in milliseconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rate: _Rate
+    burst: _Burst
+    max_in_flight: _InFlight | None = None
+    max_wait_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = DEFAULT_MAX_WAIT_MS
+    lease_ms: Annotated[int, Field(ge=MIN_LEASE_MS, le=MAX_DURATION_MS)] = DEFAULT_LEASE_MS
+    retention_ms: Annotated[int, Field(ge=MIN_RETENTION_MS, le=MAX_DURATION_MS)] = (
+        DEFAULT_RETENTION_MS
+    )
+    max_payload: Annotated[int, Field(ge=1, le=MAX_PAYLOAD)] = DEFAULT_MAX_PAYLOAD
+    max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)]
+    default_scope: ScopeLimits
+    scope_overrides: dict[str, ScopeLimits] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _max_cost_fits(self) -> DependencyPolicy:
+        where, limit = _tightest_burst(self.burst, self.default_scope, self.scope_overrides)
+        if self.max_cost > limit:
+            raise ValueError(_cannot_fit(self.max_cost, where, limit))
+        return self
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Every dependency policy loaded, and the file each one came from."""
+
+    dependencies: dict[str, DependencyPolicy]
+    sources: dict[str, str]
+
+
+def _tightest_burst(
+    burst: int, default: ScopeLimits, overrides: dict[str, ScopeLimits]
+) -> tuple[str, int]:
+    """The smallest burst a job must fit into, and where it is declared (first wins ties)."""
+    bounds = [("burst", burst), (f"scopes.{DEFAULT_SCOPE}.burst", default.burst)]
+    bounds += [(f"scopes.{_label(n)}.burst", s.burst) for n, s in overrides.items()]
+    return min(bounds, key=lambda bound: bound[1])
+
+
+def _cannot_fit(max_cost: int, where: str, limit: int) -> str:
+    return f"max_cost {max_cost} can never fit: {where} is {limit}"
+
+
+def _label(name: str) -> str:
+    """A scope name as shown inside a field path: verbatim if plain, else a short repr."""
+    if name and name.isprintable() and "." not in name and len(name) <= 64:
+        return name
+    text = repr(name)
+    return text if len(text) <= 66 else text[:63] + "..."
+
+
+# --------------------------------------------------------------------------- raw file shape
+
+
+def _duration(minimum_ms: int) -> Callable[[object], int]:
+    def validate(value: object) -> int:
+        try:
+            ms = parse_duration_ms(value)
+        except ValueError as exc:
+            raise PydanticCustomError("duration", "{reason}", {"reason": str(exc)}) from None
+        if ms < minimum_ms:
+            raise PydanticCustomError(
+                "duration_too_short",
+                "must be at least {minimum}, got {value}",
+                {"minimum": format_duration_ms(minimum_ms), "value": format_duration_ms(ms)},
+            )
+        return ms
+
+    return validate
+
+
+def _size(minimum: int, maximum: int) -> Callable[[object], int]:
+    def validate(value: object) -> int:
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            raise PydanticCustomError("size", "{reason}", {"reason": str(exc)}) from None
+        if not minimum <= size <= maximum:
+            raise PydanticCustomError(
+                "size_range",
+                "must be between {minimum} and {maximum}, got {value}",
+                {"minimum": format_size(minimum), "maximum": format_size(maximum), "value": value},
+            )
+        return size
+
+    return validate
+
+
+_RAW = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _RawScope(BaseModel):
+    """One entry under ``scopes:`` as written; omitted fields inherit."""
+
+    model_config = _RAW
+
+    rate: _Rate | None = None
+    burst: _Burst | None = None
+    weight: _Weight | None = None
+
+
+class _RawDependency(BaseModel):
+    """One dependency as written in a file (durations and sizes already parsed)."""
+
+    model_config = _RAW
+
+    rate: _Rate
+    burst: _Burst
+    max_in_flight: _InFlight | None = None
+    max_wait: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_MAX_WAIT_MS
+    lease: Annotated[int, BeforeValidator(_duration(MIN_LEASE_MS))] = DEFAULT_LEASE_MS
+    retention: Annotated[int, BeforeValidator(_duration(MIN_RETENTION_MS))] = DEFAULT_RETENTION_MS
+    max_payload: Annotated[int, BeforeValidator(_size(1, MAX_PAYLOAD))] = DEFAULT_MAX_PAYLOAD
+    max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
+    scopes: dict[str, _RawScope] | None = None
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping declares the same key twice."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys and reads ``1e3`` as a float."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[Hashable, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merges are allowed to be overridden
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader reports unhashable keys itself
+            first = seen.get(key)
+            if first is not None:
+                raise _DuplicateKeyError(
+                    None,
+                    first.start_mark,
+                    f"duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads "1e3" and "2.5e-1" as strings; YAML 1.2 and every SRE read floats.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_issue(file: str, exc: yaml.YAMLError) -> PolicyIssue:
+    """One issue for a file that is not valid YAML, located by line and column."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return PolicyIssue(file, None, "", f"invalid YAML: {exc}")
+    mark = exc.problem_mark or exc.context_mark
+    where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(exc, _DuplicateKeyError):
+        first = "" if exc.context_mark is None else f" (first on line {exc.context_mark.line + 1})"
+        return PolicyIssue(file, None, "", f"{exc.problem}{where}{first}")
+    problem = exc.problem or exc.context or "syntax error"
+    if exc.context and exc.problem:
+        problem = f"{problem} ({exc.context})"
+    return PolicyIssue(file, None, "", f"invalid YAML{where}: {problem}")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _field(loc: Iterable[int | str]) -> str:
+    parts = [p for p in loc if p != "[key]"]
+    if len(parts) >= 2 and parts[0] == "scopes":
+        parts[1] = _label(str(parts[1])) if isinstance(parts[1], str) else str(parts[1])
+    return ".".join(str(p) for p in parts)
+
+
+_MESSAGES = {
+    "model_type": "Input should be a mapping of settings",
+    "dict_type": "Input should be a mapping",
+}
+
+
+def _validation_issues(file: str, dependency: str, exc: ValidationError) -> list[PolicyIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        if "[key]" in loc:
+            message = (
+                f"scope names must be strings, got {type(error['input']).__name__} "
+                f"{error['input']!r} (quote it in YAML)"
+            )
+        else:
+            message = _MESSAGES.get(error["type"], error["msg"])
+        issues.append(PolicyIssue(file, dependency, _field(loc), message))
+    return issues
+
+
+def _check_scope_names(
+    file: str, dependency: str, scopes: object, issues: list[PolicyIssue]
+) -> None:
+    """Name rules for scope overrides (checked even if the settings are invalid)."""
+    if not isinstance(scopes, dict):
+        return
+    encoded: dict[str, str] = {}
+    for name in scopes:
+        if not isinstance(name, str):
+            continue  # reported by pydantic
+        if name == DEFAULT_SCOPE:
+            continue
+        field = f"scopes.{_label(name)}"
+        try:
+            check_user_name("scope", name)
+        except InvalidName as exc:
+            issues.append(PolicyIssue(file, dependency, field, str(exc)))
+            continue
+        key = encode_part(name)
+        other = encoded.setdefault(key, name)
+        if other != name:
+            issues.append(
+                PolicyIssue(
+                    file,
+                    dependency,
+                    field,
+                    f"encodes to the same key {key!r} as scopes.{_label(other)}; rename one",
+                )
+            )
+
+
+def _resolve(
+    file: str, name: str, raw: _RawDependency, issues: list[PolicyIssue]
+) -> DependencyPolicy | None:
+    """Apply inheritance and the cross-field checks; report problems into ``issues``."""
+    found: list[PolicyIssue] = []
+    scopes = dict(raw.scopes or {})
+    section = scopes.pop(DEFAULT_SCOPE, None) or _RawScope()
+    default = ScopeLimits(
+        rate=raw.rate if section.rate is None else section.rate,
+        burst=raw.burst if section.burst is None else section.burst,
+        weight=1.0 if section.weight is None else section.weight,
+    )
+    overrides = {
+        scope: ScopeLimits(
+            rate=default.rate if raw_scope.rate is None else raw_scope.rate,
+            burst=default.burst if raw_scope.burst is None else raw_scope.burst,
+            weight=default.weight if raw_scope.weight is None else raw_scope.weight,
+        )
+        for scope, raw_scope in scopes.items()
+    }
+
+    def span(field: str, limits: ScopeLimits | _RawDependency) -> None:
+        refill_us = interval_us(limits.rate) * limits.burst
+        if refill_us > MAX_SPAN_US:
+            found.append(
+                PolicyIssue(
+                    file,
+                    name,
+                    field,
+                    f"rate {_rate(limits.rate)} with burst {limits.burst} takes "
+                    f"{refill_us / 1e6 / 86_400 / 365:.0f} years to refill; the limit is "
+                    "100 years: raise the rate or lower the burst",
+                )
+            )
+
+    span("rate", raw)
+    if section.rate is not None or section.burst is not None:
+        span(f"scopes.{DEFAULT_SCOPE}.rate", default)
+    for scope, raw_scope in scopes.items():
+        if raw_scope.rate is not None or raw_scope.burst is not None:
+            span(f"scopes.{_label(scope)}.rate", overrides[scope])
+
+    where, limit = _tightest_burst(raw.burst, default, overrides)
+    if raw.max_cost is not None and raw.max_cost > limit:
+        found.append(PolicyIssue(file, name, "max_cost", _cannot_fit(raw.max_cost, where, limit)))
+
+    if found:
+        issues.extend(found)
+        return None
+    return DependencyPolicy(
+        rate=raw.rate,
+        burst=raw.burst,
+        max_in_flight=raw.max_in_flight,
+        max_wait_ms=raw.max_wait,
+        lease_ms=raw.lease,
+        retention_ms=raw.retention,
+        max_payload=raw.max_payload,
+        max_cost=limit if raw.max_cost is None else raw.max_cost,
+        default_scope=default,
+        scope_overrides=overrides,
+    )
+
+
+def _check_dependency(
+    file: str, name: object, body: object, issues: list[PolicyIssue]
+) -> DependencyPolicy | None:
+    """Validate one dependency; its policy, or None after adding its issues."""
+    label = name if isinstance(name, str) else repr(name)
+    ok = True
+    if not isinstance(name, str):
+        issues.append(
+            PolicyIssue(
+                file,
+                label,
+                "",
+                f"dependency names must be strings, got {type(name).__name__} {name!r} "
+                "(quote it in YAML)",
+            )
+        )
+        ok = False
+    elif not DEPENDENCY_NAME.fullmatch(name):
+        issues.append(
+            PolicyIssue(
+                file,
+                label,
+                "",
+                f"invalid dependency name {name!r}: use 1-64 characters from "
+                "[A-Za-z0-9_.-], starting with a letter or digit",
+            )
+        )
+        ok = False
+    if not isinstance(body, dict):
+        got = "nothing" if body is None else type(body).__name__
+        issues.append(
+            PolicyIssue(
+                file,
+                label,
+                "",
+                f"a dependency must be a mapping of settings (rate, burst, ...), got {got}",
+            )
+        )
+        return None
+    before = len(issues)
+    _check_scope_names(file, label, body.get("scopes"), issues)
+    ok = ok and len(issues) == before
+    try:
+        raw = _RawDependency.model_validate(body)
+    except ValidationError as exc:
+        issues.extend(_validation_issues(file, label, exc))
+        return None
+    policy = _resolve(file, label, raw, issues)
+    return policy if ok else None
+
+
+@dataclass
+class _Collector:
+    """What has been loaded so far, across files."""
+
+    issues: list[PolicyIssue] = dataclasses.field(default_factory=list)
+    dependencies: dict[str, DependencyPolicy] = dataclasses.field(default_factory=dict)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: every dependency name seen, valid or not -> the file that declared it first
+    declared: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def result(self) -> PolicySet:
+        if self.issues:
+            raise PolicyError(self.issues)
+        return PolicySet(dependencies=self.dependencies, sources=self.sources)
+
+
+def _parse_into(text: str, file: str, out: _Collector) -> None:
+    """Validate one file's text, adding its policies and its issues to ``out``."""
+    issues = out.issues
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as exc:
+        issues.append(_yaml_issue(file, exc))
+        return
+    if document is None:
+        issues.append(PolicyIssue(file, None, "", "the file is empty: expected 'dependencies:'"))
+        return
+    if not isinstance(document, dict):
+        issues.append(
+            PolicyIssue(
+                file,
+                None,
+                "",
+                "the file must be a mapping with a 'dependencies' key, "
+                f"got {type(document).__name__}",
+            )
+        )
+        return
+    for key in document:
+        if key != "dependencies":
+            issues.append(
+                PolicyIssue(
+                    file,
+                    None,
+                    str(key),
+                    f"unknown top-level key {key!r}: only 'dependencies' is allowed",
+                )
+            )
+    declared = document.get("dependencies")
+    if declared is None or declared == {}:
+        issues.append(
+            PolicyIssue(file, None, "dependencies", "no dependencies declared in this file")
+        )
+        return
+    if not isinstance(declared, dict):
+        issues.append(
+            PolicyIssue(
+                file,
+                None,
+                "dependencies",
+                f"must be a mapping of dependency name -> settings, got {type(declared).__name__}",
+            )
+        )
+        return
+    for name, body in declared.items():
+        checked = _check_dependency(file, name, body, issues)
+        if not isinstance(name, str):
+            continue
+        first = out.declared.setdefault(name, file)
+        if first != file:
+            issues.append(
+                PolicyIssue(
+                    file,
+                    name,
+                    "",
+                    f"dependency {name!r} is declared in both {first} and {file}; "
+                    "declare each dependency once",
+                )
+            )
+        elif checked is not None:
+            out.dependencies[name] = checked
+            out.sources[name] = file
+
+
+def parse_policy_text(text: str, file: str) -> PolicySet:
+    """Parse one policy document from a string; ``file`` names it in issues.
+
+    Raises :class:`~janus.errors.PolicyError` listing every problem.
+    """
+    out = _Collector()
+    _parse_into(text, file, out)
+    return out.result()
+
+
+def _policy_files(paths: Sequence[str | os.PathLike[str]], issues: list[PolicyIssue]) -> list[Path]:
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for arg in paths:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+            )
+            if not found:
+                issues.append(
+                    PolicyIssue(str(path), None, "", "no *.yaml or *.yml files in this directory")
+                )
+        elif path.is_file():
+            found = [path]
+        else:
+            issues.append(PolicyIssue(str(path), None, "", "no such file or directory"))
+            continue
+        for file in found:
+            real = file.resolve()
+            if real not in seen:
+                seen.add(real)
+                files.append(file)
+    return files
+
+
+def load_policies(paths: Sequence[str | os.PathLike[str]]) -> PolicySet:
+    """Load and validate policy files.
+
+    Each path is a file, or a directory whose ``*.yaml`` / ``*.yml`` files are read (sorted,
+    not recursive). A file reached twice is read once. Raises
+    :class:`~janus.errors.PolicyError` listing every problem in every file.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out = _Collector()
+    files = _policy_files(paths, out.issues)
+    if not files and not out.issues:
+        out.issues.append(PolicyIssue("<arguments>", None, "", "no policy files given"))
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            out.issues.append(PolicyIssue(str(file), None, "", f"cannot read the file: {exc}"))
+            continue
+        _parse_into(text, str(file), out)
+    return out.result()
+
+
+# --------------------------------------------------------------------------- compile
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """A policy as stored in Redis.
+
+    ``fields`` is the hash ``P:{D}:policy``; ``scopes`` is the hash ``P:{D}:scopes``
+    (encoded scope name -> ``"interval_us burst weight_milli"``); ``digest`` identifies the
+    policy (sha256 of a canonical JSON form), so an unchanged policy need not be rewritten.
+    """
+
+    dependency: str
+    fields: dict[str, int]
+    scopes: dict[str, str]
+    digest: str
+
+
+def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
+    """Turn a validated policy into the integers the Lua scripts read.
+
+    Raises :class:`~janus.errors.PolicyError` if two scope overrides encode to the same key.
+    """
+    if not isinstance(name, str) or not DEPENDENCY_NAME.fullmatch(name):
+        raise PolicyError(
+            [PolicyIssue("<compile>", str(name), "", f"invalid dependency name {name!r}")]
+        )
+    default = policy.default_scope
+    fields = {
+        "interval_us": interval_us(policy.rate),
+        "burst": policy.burst,
+        "max_in_flight": policy.max_in_flight or 0,
+        "max_wait_ms": policy.max_wait_ms,
+        "lease_ms": policy.lease_ms,
+        "retention_ms": policy.retention_ms,
+        "max_payload": policy.max_payload,
+        "max_cost": policy.max_cost,
+        "scope_interval_us": interval_us(default.rate),
+        "scope_burst": default.burst,
+        "scope_weight_milli": weight_milli(default.weight),
+    }
+    scopes: dict[str, str] = {}
+    names: dict[str, str] = {}
+    issues: list[PolicyIssue] = []
+    for scope in sorted(policy.scope_overrides):
+        limits = policy.scope_overrides[scope]
+        key = encode_part(scope)
+        if key in names:
+            issues.append(
+                PolicyIssue(
+                    "<compile>",
+                    name,
+                    f"scopes.{_label(scope)}",
+                    f"encodes to the same key {key!r} as scopes.{_label(names[key])}",
+                )
+            )
+            continue
+        names[key] = scope
+        scopes[key] = f"{interval_us(limits.rate)} {limits.burst} {weight_milli(limits.weight)}"
+    if issues:
+        raise PolicyError(issues)
+    canonical = json.dumps(
+        {
+            "version": _COMPILE_VERSION,
+            "dependency": name,
+            "fields": fields,
+            "scopes": scopes,
+            "names": names,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return CompiledPolicy(dependency=name, fields=fields, scopes=scopes, digest=digest)
+
+
+# --------------------------------------------------------------------------- describe
+
+
+def _rate(rate: float) -> str:
+    return f"{int(rate)}/s" if rate.is_integer() else f"{rate!r}/s"
+
+
+def _describe_scope(limits: ScopeLimits) -> dict[str, object]:
+    return {"rate": _rate(limits.rate), "burst": limits.burst, "weight": limits.weight}
+
+
+def describe(policy: DependencyPolicy) -> dict[str, object]:
+    """A human-facing, JSON-serialisable summary (for ``janus policy show``).
+
+    Durations and sizes are rendered with units (``"30s"``, ``"1MiB"``), rates as
+    ``"50/s"``; ``scopes`` holds ``default`` first, then the overrides, resolved.
+    """
+    enforced = 1_000_000 / interval_us(policy.rate)
+    summary: dict[str, object] = {
+        "rate": _rate(policy.rate),
+        "burst": policy.burst,
+        "max_in_flight": "unlimited" if policy.max_in_flight is None else policy.max_in_flight,
+        "max_wait": format_duration_ms(policy.max_wait_ms),
+        "lease": format_duration_ms(policy.lease_ms),
+        "retention": format_duration_ms(policy.retention_ms),
+        "max_payload": format_size(policy.max_payload),
+        "max_cost": policy.max_cost,
+    }
+    if enforced != policy.rate:
+        summary["enforced_rate"] = f"{enforced:.6g}/s"
+    scopes: dict[str, object] = {DEFAULT_SCOPE: _describe_scope(policy.default_scope)}
+    for scope in sorted(policy.scope_overrides):
+        scopes[scope] = _describe_scope(policy.scope_overrides[scope])
+    summary["scopes"] = scopes
+    return summary
