@@ -45,7 +45,18 @@ def _load(paths: tuple[str, ...]) -> PolicySet:
         sys.exit(1)
 
 
-@click.group()
+class _Group(click.Group):
+    """Turns Janus errors (Redis down mid-command, bad input) into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except JanusError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """Janus: a Redis-native distributed rate limiter and retry coordinator."""
