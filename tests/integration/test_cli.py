@@ -73,7 +73,7 @@ def test_policy_apply_writes_nothing_when_any_file_is_invalid(
 def test_apply_then_submit_then_status(
     runner: CliRunner, tmp_path: Path, standalone_url: str, prefix: str
 ) -> None:
-    """apply -> version 1; applying again -> unchanged; submit prints the decision; status shows it."""
+    """apply gives version 1, again "unchanged"; submit prints the decision; status shows it."""
     (tmp_path / "p.yaml").write_text(GOOD)
     args = ["--redis", standalone_url, "--prefix", prefix]
     first = runner.invoke(main, ["policy", "apply", str(tmp_path), *args])
