@@ -23,7 +23,8 @@
 -- now_us (the time the step used).
 --
 -- Writes: delayed, job records, scope buckets, state (including wake_at = next_us, read by
--- submit.lua to decide whether the coordinator must be woken early), inflight, stream.
+-- submit.lua to decide whether the coordinator must be woken early), inflight (adds released
+-- jobs; drops leases that ended more than the retention ago), stream.
 
 --- @include "limits"
 
@@ -91,6 +92,11 @@ for _ = 1, max_steps do
   end
   next_us = now  -- ran out of steps with work still due: come back at once
 end
+
+-- Forget leases that ended longer ago than the retention: their job records have expired
+-- too (a released record lives lease + retention), so the entry no longer means anything.
+-- This keeps the in-flight index bounded even if nothing ever reports an outcome.
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. fmt(ms_of(now) - policy.retention_ms))
 
 if next_us == now and redis.call('ZCARD', KEYS[4]) == 0 then
   next_us = -1

@@ -82,3 +82,18 @@ def test_cluster_spreads_dependencies_over_shards(cluster_server: object, prefix
     assert isinstance(client, redis.RedisCluster)
     nodes = {client.get_node_from_key(Keys(prefix, n).stream).name for n in names}
     assert len(nodes) >= 2
+
+
+def test_in_flight_index_forgets_leases_older_than_the_retention(
+    redis_url: str, prefix: str
+) -> None:
+    """The in-flight index stays bounded even if no outcome is ever reported: entries whose
+    lease ended more than `retention` ago (their records have expired) are dropped."""
+    clock = _run_some_work(redis_url, prefix)
+    jn = make_janus(redis_url, prefix, BODY, clock)
+    k = Keys(prefix, "pay")
+    client = jn.store.client
+    old = set(client.zrange(k.inflight, 0, -1))
+    assert old
+    Coordinator(jn.store).step("pay", clock.advance_ms(2_000 + 10_000 + 1))
+    assert not old & set(client.zrange(k.inflight, 0, -1))
