@@ -38,10 +38,8 @@ if not policy then
   return {0, 0, 0, -1, now}
 end
 
-local ctx = {policy = policy, now = now,
-  keys = {state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]}}
+local ctx = new_ctx(policy, now, scope_prefix)
 load_state(ctx)
-local cache, spacing = {}, {}
 local released, released_cost, respaced = 0, 0, 0
 local next_us = -1
 
@@ -57,33 +55,32 @@ for _ = 1, max_steps do
     break
   end
   local job_key = job_prefix .. job_enc
-  local f = redis.call('HMGET', job_key, 'id', 'scope', 'scope_enc', 'cost')
+  local f = redis.call('HMGET', job_key, 'id', 'scope', 'scope_enc', 'cost', 'attempt')
   if not f[1] then
     -- A queued record has no TTL, so this only happens if someone deleted it by hand.
     redis.call('ZREM', KEYS[4], job_enc)
     ctx.queued_count = math.max(ctx.queued_count - 1, 0)
   else
     local cost = tonumber(f[4])
-    local lim = scope_limits(policy, KEYS[2], f[3], cache)
-    local scope_key = scope_prefix .. f[3]
-    local rtat = tonumber(redis.call('HGET', scope_key, 'rtat')) or 0
-    local ok, blocker, at = can_release(ctx, lim, rtat, cost)
+    local sc = scope_get(ctx, f[3])
+    local ok, blocker, at = can_release(ctx, sc, cost)
     if ok then
-      release_job(ctx, job_key, job_enc, f[1], f[2], cost, scope_key, lim, rtat)
+      release_job(ctx, job_key, job_enc, f[1], f[2], cost, sc, (tonumber(f[5]) or 0) + 1, {})
       redis.call('ZREM', KEYS[4], job_enc)
       ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
       ctx.queued_count = math.max(ctx.queued_count - 1, 0)
       released = released + 1
       released_cost = released_cost + cost
     elseif blocker == 'scope' then
-      -- Space this scope's late jobs one interval apart in a single pass, so a large
-      -- backlog is re-spaced once, not re-examined at every step.
-      local cursor = spacing[f[3]]
-      if cursor and cursor > at then
-        at = cursor
+      -- The scope's work is late (e.g. the coordinator was paused): move it to when the
+      -- scope allows it, one interval after the last job this scope had moved, so a large
+      -- backlog is re-spaced once, in submit order, instead of dumped or re-examined.
+      if sc.rcur > at then
+        at = sc.rcur
       end
       redis.call('ZADD', KEYS[4], fmt(at), job_enc)
-      spacing[f[3]] = at + cost * lim.interval
+      sc.rcur = at + cost * sc.lim.interval
+      sc.dirty = true
       respaced = respaced + 1
     else
       next_us = at
@@ -102,6 +99,7 @@ if next_us == now and redis.call('ZCARD', KEYS[4]) == 0 then
   next_us = -1
 end
 save_state(ctx)
+scope_flush(ctx)
 local wake_at = next_us
 if wake_at < 0 then
   wake_at = FAR

@@ -70,13 +70,12 @@ for i = 1, count do
   end
 end
 
-local ctx = {policy = policy, now = now,
-  keys = {state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]}}
+local ctx = new_ctx(policy, now, scope_prefix)
 load_state(ctx)
-local cache = {}
 local out = {}
 local dirty = false
 local wake_needed = false
+local now_ms = ms_of(now)
 
 local function emit(status, reason, nb_ms, ra_ms, created, attempt, state)
   local n = #out
@@ -91,7 +90,10 @@ for i = 1, count do
   local cost, payload = tonumber(ARGV[base + 5]), ARGV[base + 6]
   local job_key = job_prefix .. job_enc
 
-  local existing = redis.call('HMGET', job_key, 'status', 'not_before_ms', 'attempt')
+  local existing = {}
+  if redis.call('EXISTS', job_key) == 1 then
+    existing = redis.call('HMGET', job_key, 'status', 'not_before_ms', 'attempt')
+  end
   if existing[1] then
     local st = existing[1]
     local status = 'released'
@@ -100,17 +102,15 @@ for i = 1, count do
     end
     emit(status, '', tonumber(existing[2]) or 0, -1, 0, tonumber(existing[3]) or 0, st)
   else
-    local lim = scope_limits(policy, KEYS[2], scope_enc, cache)
-    local scope_key = scope_prefix .. scope_enc
-    local sraw = redis.call('HMGET', scope_key, 'stat', 'rtat')
-    local stat, rtat = tonumber(sraw[1]) or 0, tonumber(sraw[2]) or 0
-    local eligible = gcra_earliest(stat, now, cost, lim.interval, lim.burst)
+    local sc = scope_get(ctx, scope_enc)
+    local lim = sc.lim
+    local eligible = gcra_earliest(sc.stat, now, cost, lim.interval, lim.burst)
 
     -- Queue ahead of this job: everything due no later than it. Costs are estimated from
-    -- the queue's mean so this stays O(log n).
-    local ahead_n = redis.call('ZCOUNT', KEYS[4], '-inf', fmt(eligible))
-    local ahead_cost = 0
-    if ahead_n > 0 and ctx.queued_count > 0 then
+    -- the queue's mean so this stays O(log n); an empty queue needs no look at all.
+    local ahead_n, ahead_cost = 0, 0
+    if ctx.queued_count > 0 then
+      ahead_n = redis.call('ZCOUNT', KEYS[4], '-inf', fmt(eligible))
       ahead_cost = ahead_n * ctx.queued_cost / ctx.queued_count
     end
     local dep_at = gcra_earliest(ctx.dtat, now, ahead_cost + cost, policy.interval_us,
@@ -122,25 +122,25 @@ for i = 1, count do
       emit('rejected', 'max_wait_exceeded', math.ceil(not_before / 1000), wait_ms, 0, 0, '')
     else
       dirty = true
-      local new_stat = gcra_take(stat, eligible, cost, lim.interval)
-      redis.call('HSET', scope_key, 'stat', fmt(new_stat))
-      expire_scope(scope_key, now, new_stat, rtat)
-      redis.call('HSET', job_key, 'id', job_id, 'scope', scope, 'scope_enc', scope_enc,
-        'cost', cost, 'payload', payload, 'attempt', 0, 'submitted_ms', ms_of(now),
-        'not_before_ms', math.ceil(not_before / 1000))
+      sc.stat = gcra_take(sc.stat, eligible, cost, lim.interval)
+      sc.dirty = true
+      local nb_ms = math.ceil(not_before / 1000)
+      local record = {'id', job_id, 'scope', scope, 'scope_enc', scope_enc, 'cost', cost,
+        'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms}
 
       local released = false
       if eligible <= now and ahead_n == 0 then
-        local ok = can_release(ctx, lim, rtat, cost)
-        if ok then
-          local attempt = release_job(ctx, job_key, job_enc, job_id, scope, cost, scope_key,
-            lim, rtat)
-          emit('released', '', ms_of(now), -1, 1, attempt, 'queued')
+        if can_release(ctx, sc, cost) then
+          release_job(ctx, job_key, job_enc, job_id, scope, cost, sc, 1, record)
+          emit('released', '', now_ms, -1, 1, 1, 'queued')
           released = true
         end
       end
       if not released then
-        redis.call('HSET', job_key, 'status', 'scheduled')
+        local n = #record
+        record[n + 1], record[n + 2] = 'status', 'scheduled'
+        record[n + 3], record[n + 4] = 'attempt', 0
+        redis.call('HSET', job_key, unpack(record))
         redis.call('ZADD', KEYS[4], fmt(eligible), job_enc)
         ctx.queued_cost = ctx.queued_cost + cost
         ctx.queued_count = ctx.queued_count + 1
@@ -148,7 +148,7 @@ for i = 1, count do
           ctx.wake_at = eligible
           wake_needed = true
         end
-        emit('scheduled', '', math.ceil(not_before / 1000), -1, 1, 0, 'scheduled')
+        emit('scheduled', '', nb_ms, -1, 1, 0, 'scheduled')
       end
     end
   end
@@ -156,6 +156,7 @@ end
 
 if dirty then
   save_state(ctx)
+  scope_flush(ctx)
 end
 if wake_needed then
   redis.call('HSET', KEYS[3], 'wake_at', fmt(ctx.wake_at))

@@ -60,6 +60,7 @@ class Janus:
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
         self.batch_size = batch_size
+        self._valid_dependencies: set[str] = set()
 
     @classmethod
     def from_url(
@@ -115,7 +116,7 @@ class Janus:
         :class:`~janus.errors.RedisUnavailable` when Redis cannot be reached; in both cases
         nothing was admitted.
         """
-        check_dependency(dependency)
+        self._check_dependency(dependency)
         job = self._job_args(Job(scope=scope, payload=payload, job_id=job_id, cost=cost), None)
         reply = self.store.submit(dependency, [job], self._now())
         return parse_submit(dependency, [job.job_id], reply)[0]
@@ -130,13 +131,19 @@ class Janus:
         A policy-level refusal (cost above ``max_cost``, payload above ``max_payload``) raises
         for the batch that holds it; earlier batches stay admitted.
         """
-        check_dependency(dependency)
+        self._check_dependency(dependency)
         args = [self._job_args(self._as_job(j, i), i) for i, j in enumerate(jobs)]
         out: list[Decision] = []
         for chunk in _chunks(args, self.batch_size, _BATCH_BYTES):
             reply = self.store.submit(dependency, chunk, self._now())
             out.extend(parse_submit(dependency, [j.job_id for j in chunk], reply))
         return out
+
+    def _check_dependency(self, dependency: str) -> None:
+        if dependency not in self._valid_dependencies:
+            check_dependency(dependency)
+            if len(self._valid_dependencies) < 10_000:
+                self._valid_dependencies.add(dependency)
 
     @staticmethod
     def _as_job(item: Job | Mapping[str, object], index: int) -> Job:

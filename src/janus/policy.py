@@ -828,6 +828,7 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
         scopes[key] = f"{interval_us(limits.rate)} {limits.burst} {weight_milli(limits.weight)}"
     if issues:
         raise PolicyError(issues)
+    fields["scope_overrides"] = len(scopes)  # lets the scripts skip the lookup when zero
     canonical = json.dumps(
         {
             "version": _COMPILE_VERSION,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -40,7 +40,13 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from janus import scripts
-from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge, RedisUnavailable
+from janus.errors import (
+    InvalidCost,
+    InvalidInput,
+    PayloadTooLarge,
+    ProtocolError,
+    RedisUnavailable,
+)
 from janus.keys import Keys, registry
 from janus.policy import CompiledPolicy
 
@@ -49,6 +55,12 @@ Arg = bytes | str | int
 
 #: Bounded retries for connection errors and timeouts (all our calls are idempotent).
 RETRIES = 3
+
+
+class _SubmitPlan(NamedTuple):
+    keys: list[str]
+    job_prefix: str
+    scope_prefix: str
 
 
 @dataclass(frozen=True)
@@ -81,32 +93,40 @@ def _retry() -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
 
 
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
+
+
+def translate(exc: redis.exceptions.RedisError, what: str) -> Exception:
+    """The Janus exception for a redis-py exception raised while doing ``what``."""
+    if isinstance(exc, redis.exceptions.ResponseError) and "JANUS_INVALID" in str(exc):
+        detail = str(exc).split("JANUS_INVALID", 1)[1].strip()
+        index, _, text = detail.partition(" ")
+        prefix = f"job #{index} of the batch: " if index.isdigit() else ""
+        if "payload" in text:
+            return PayloadTooLarge(f"{what}: {prefix}{text}")
+        if "cost" in text:
+            return InvalidCost(f"{what}: {prefix}{text}")
+        return InvalidInput(f"{what}: {prefix}{text}")
+    if isinstance(exc, _UNAVAILABLE):
+        return RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was admitted")
+    return exc
+
+
 @contextlib.contextmanager
 def guard(what: str) -> Iterator[None]:
     """Translate redis-py's exceptions into Janus's tree."""
     try:
         yield
-    except redis.exceptions.ResponseError as exc:
-        message = str(exc)
-        if "JANUS_INVALID" in message:
-            detail = message.split("JANUS_INVALID", 1)[1].strip()
-            index, _, text = detail.partition(" ")
-            prefix = f"job #{index} of the batch: " if index.isdigit() else ""
-            if "payload" in text:
-                raise PayloadTooLarge(f"{what}: {prefix}{text}") from None
-            if "cost" in text:
-                raise InvalidCost(f"{what}: {prefix}{text}") from None
-            raise InvalidInput(f"{what}: {prefix}{text}") from None
-        raise
-    except (
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        redis.exceptions.ClusterDownError,
-        redis.exceptions.RedisClusterException,
-    ) as exc:
-        raise RedisUnavailable(
-            f"{what}: Redis is unavailable ({exc}); nothing was admitted"
-        ) from exc
+    except redis.exceptions.RedisError as exc:
+        mapped = translate(exc, what)
+        if mapped is exc:
+            raise
+        raise mapped from (exc if isinstance(mapped, RedisUnavailable) else None)
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> AnyRedis:
@@ -129,6 +149,7 @@ class Store:
         self.client = client
         self.prefix = prefix
         registry(prefix)  # validates the prefix
+        self._submit_plans: dict[str, _SubmitPlan] = {}
         self._scripts: dict[str, Script] = {
             name: client.register_script(scripts.source(name)) for name in scripts.SPECS
         }
@@ -187,23 +208,34 @@ class Store:
             self.client.sadd(registry(self.prefix), compiled.dependency)
         return int(version), bool(changed)
 
+    def _submit_plan(self, dependency: str) -> _SubmitPlan:
+        """submit.lua's KEYS and per-dependency ARGV, ordered by the spec once, then cached."""
+        plan = self._submit_plans.get(dependency)
+        if plan is None:
+            k = self.keys(dependency)
+            spec = scripts.SPECS["submit"]
+            # The fixed ARGV positions are checked here, once, against the header's names.
+            if spec.argv[:4] != ("job_prefix", "scope_prefix", "now_us", "count"):
+                raise ProtocolError(f"submit.lua ARGV changed: {spec.argv}")
+            keys = spec.keys_of({**self._state_keys(k), "wake": k.wake})
+            plan = _SubmitPlan(keys, k.job_prefix, k.scope_prefix)
+            self._submit_plans[dependency] = plan
+        return plan
+
     def submit(self, dependency: str, jobs: Sequence[JobArgs], now_us: int | None) -> Any:
-        k = self.keys(dependency)
-        rest: list[Arg] = []
+        """One submit.lua call for a batch of jobs (the hot path: no per-call key building)."""
+        plan = self._submit_plan(dependency)
+        args: list[Arg] = [plan.job_prefix, plan.scope_prefix, "" if now_us is None else now_us]
+        args.append(len(jobs))
         for job in jobs:
-            rest.extend(job.flat())
-        with guard(f"submitting to {dependency!r}"):
-            return self._run(
-                "submit",
-                {**self._state_keys(k), "wake": k.wake},
-                {
-                    "job_prefix": k.job_prefix,
-                    "scope_prefix": k.scope_prefix,
-                    "now_us": "" if now_us is None else now_us,
-                    "count": len(jobs),
-                },
-                rest,
-            )
+            args.extend(job.flat())
+        try:
+            return self._scripts["submit"](keys=plan.keys, args=args, client=self.client)
+        except redis.exceptions.RedisError as exc:
+            mapped = translate(exc, f"submitting to {dependency!r}")
+            if mapped is exc:
+                raise
+            raise mapped from (exc if isinstance(mapped, RedisUnavailable) else None)
 
     def release(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
         k = self.keys(dependency)

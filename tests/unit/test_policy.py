@@ -765,6 +765,7 @@ def test_compile_fields_names_and_values() -> None:
         "scope_interval_us": 100_000,
         "scope_burst": 20,
         "scope_weight_milli": 1000,
+        "scope_overrides": 2,
     }
 
 
