@@ -38,7 +38,8 @@ if not policy then
   return {0, 0, 0, -1, now}
 end
 
-local ctx = new_ctx(policy, now, scope_prefix)
+local ctx = new_ctx(policy, now, scope_prefix, {scopes = KEYS[2], state = KEYS[3],
+  delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]})
 load_state(ctx)
 local released, released_cost, respaced = 0, 0, 0
 local next_us = -1

@@ -70,7 +70,8 @@ for i = 1, count do
   end
 end
 
-local ctx = new_ctx(policy, now, scope_prefix)
+local ctx = new_ctx(policy, now, scope_prefix, {scopes = KEYS[2], state = KEYS[3],
+  delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]})
 load_state(ctx)
 local out = {}
 local dirty = false

@@ -31,7 +31,8 @@ end
 
 local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', 'lease_ms',
   'retention_ms', 'max_payload', 'max_cost', 'scope_interval_us', 'scope_burst',
-  'scope_weight_milli', 'scope_overrides', 'version'}
+  'scope_weight_milli', 'scope_overrides', 'retry_max_attempts', 'backoff_base_ms',
+  'backoff_factor_milli', 'backoff_max_ms', 'version'}
 
 -- Returns the compiled policy as a table of numbers, or nil when none is applied.
 local function load_policy(policy_key)
@@ -46,12 +47,11 @@ local function load_policy(policy_key)
   return p
 end
 
--- ctx: {policy, now, keys = {scopes, state, delayed, inflight, stream}, scope_prefix}
-local function new_ctx(policy, now, scope_prefix)
+-- ctx: one call's view of a dependency. keys: {scopes, state, delayed, inflight, stream,
+-- dead, wake}, each as the calling script received it (a script names only what it uses).
+local function new_ctx(policy, now, scope_prefix, keys)
   return {policy = policy, now = now, scope_prefix = scope_prefix, scopes = {},
-    inflight_add = {},
-    keys = {scopes = KEYS[2], state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5],
-      stream = KEYS[6]}}
+    inflight_add = {}, keys = keys}
 end
 
 local function load_state(ctx)
@@ -189,6 +189,7 @@ local function release_job(ctx, job_key, job_enc, job_id, scope, cost, s, attemp
   fields[n + 5], fields[n + 6] = 'released_ms', ms_of(now)
   fields[n + 7], fields[n + 8] = 'stream_id', stream_id
   fields[n + 9], fields[n + 10] = 'lease_deadline_ms', deadline_ms
+  fields[n + 11], fields[n + 12] = 'consumer', ''
   redis.call('HSET', job_key, unpack(fields))
   redis.call('PEXPIRE', job_key, p.lease_ms + p.retention_ms)
   local add = ctx.inflight_add

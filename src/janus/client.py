@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
-from janus.decisions import Decision, parse_submit
+from janus.decisions import Decision, JobInfo, parse_job, parse_submit
 from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
 from janus.keys import check_dependency, check_user_name, encode_part
 from janus.policy import PolicySet, compile_policy
 from janus.store import DependencyStatus, JobArgs, Store
+from janus.worker import Worker
 
 #: Default client-side payload limit; the policy's ``max_payload`` is checked in Redis too.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -184,6 +185,18 @@ class Janus:
             name: self.store.apply_policy(compile_policy(name, policy))
             for name, policy in sorted(policies.dependencies.items())
         }
+
+    def worker(self, dependency: str, *, group: str, consumer: str | None = None) -> Worker:
+        """A worker in ``group`` (one group per dependency per deployment; many consumers).
+        ``consumer`` defaults to ``<hostname>-<pid>``."""
+        return Worker(self.store, dependency, group=group, consumer=consumer, clock=self.clock)
+
+    def job(self, dependency: str, job_id: str) -> JobInfo | None:
+        """A job's state, attempts and history; None when unknown (or its record expired)."""
+        self._check_dependency(dependency)
+        check_user_name("job_id", job_id)
+        raw = self.store.job(dependency, job_id)
+        return parse_job(dependency, raw) if raw else None
 
     def status(self, dependency: str) -> DependencyStatus:
         check_dependency(dependency)

@@ -1,4 +1,6 @@
-"""The coordinator: moves due work from the delay queues to the streams.
+"""The coordinator: moves due work from the delay queues to the streams, and reclaims
+expired leases (a reclaimed attempt counts as failed; the retry decision sends it back to
+the delay queue or to the dead letters).
 
 It is thin on purpose: every decision is ``release.lua``, atomic in Redis, so any number of
 coordinators may run at once without double-releasing anything (a job leaves the delay queue
@@ -20,13 +22,14 @@ one release step every ``idle_s``.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import threading
 import time
 
 from janus import doctor
-from janus.decisions import ReleaseStep, parse_release
+from janus.decisions import ReleaseStep, parse_reclaim, parse_release
 from janus.errors import JanusError, RedisUnavailable
 from janus.store import Store
 
@@ -59,14 +62,27 @@ class Coordinator:
         self._watchers: dict[str, threading.Thread] = {}
         self.steps = 0
         self.released = 0
+        self.reclaimed = 0
 
     # -- one step ----------------------------------------------------------------------
 
     def step(self, dependency: str, now_us: int | None = None) -> ReleaseStep:
-        """Run one release step for ``dependency`` (``now_us`` only in tests)."""
+        """One step for ``dependency``: reclaim expired leases (their retries go back to the
+        delay queue), then release due work. ``next_us`` says when the next step is worth
+        running: a queued job coming due or a lease coming to its deadline, whichever is
+        first. (``now_us`` only in tests.)"""
+        reclaim = parse_reclaim(self.store.reclaim(dependency, now_us, self.max_steps))
         result = parse_release(self.store.release(dependency, now_us, self.max_steps))
         self.steps += 1
         self.released += result.released
+        self.reclaimed += reclaim.reclaimed
+        if reclaim.next_deadline_ms is not None:
+            # A deadline at ms t has passed once Redis time reaches t + 1 ms.
+            lease_due = (reclaim.next_deadline_ms + 1) * 1000
+            if reclaim.reclaimed >= self.max_steps:
+                lease_due = result.now_us  # more expired leases wait: come back at once
+            if result.next_us is None or lease_due < result.next_us:
+                result = dataclasses.replace(result, next_us=lease_due)
         return result
 
     # -- the loop ----------------------------------------------------------------------

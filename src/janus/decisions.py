@@ -11,6 +11,7 @@ A submit always ends in one of three outcomes, each an ordinary value:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -105,3 +106,124 @@ def parse_release(reply: object) -> ReleaseStep:
         raise ProtocolError(f"release.lua replied {reply!r:.200}")
     released, cost, respaced, next_us, now_us = (_int(v) for v in reply)
     return ReleaseStep(released, cost, respaced, None if next_us < 0 else next_us, now_us)
+
+
+@dataclass(frozen=True)
+class LeasedJob:
+    """A job a worker holds: run it once, then report with its worker.
+
+    ``attempt`` and ``token`` identify the lease; reports carrying another attempt or token
+    are refused. ``lease_deadline_ms`` is Redis time; heartbeats move it.
+    """
+
+    dependency: str
+    id: str
+    scope: str
+    payload: bytes
+    attempt: int
+    cost: int
+    lease_deadline_ms: int
+    token: str
+
+
+@dataclass(frozen=True)
+class FailOutcome:
+    """What Janus decided after a failure report."""
+
+    decision: Literal["retry", "dead"]
+    retry_at_ms: int | None
+
+
+@dataclass(frozen=True)
+class ReclaimStep:
+    reclaimed: int
+    retried: int
+    dead_lettered: int
+    next_deadline_ms: int | None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's record: ``status`` is scheduled | queued | running | completed | failed | dead
+    (``failed``: the last attempt failed and a retry is scheduled)."""
+
+    dependency: str
+    id: str
+    scope: str
+    status: str
+    attempt: int
+    cost: int
+    payload: bytes
+    submitted_ms: int | None
+    not_before_ms: int | None
+    released_ms: int | None
+    lease_deadline_ms: int | None
+    finished_ms: int | None
+    last_error: str | None
+    history: list[dict[str, object]]
+
+
+def parse_start(
+    dependency: str, entries: Sequence[tuple[str, str]], reply: object
+) -> list[LeasedJob | str]:
+    """start.lua's reply, aligned with ``entries`` (token, job id): a job, or why not taken."""
+    if not isinstance(reply, list) or len(reply) != 8 * len(entries):
+        raise ProtocolError(f"start.lua replied {reply!r:.200} for {len(entries)} entries")
+    out: list[LeasedJob | str] = []
+    for n, (token, _job_id) in enumerate(entries):
+        ok, job_id, scope, cost, attempt, deadline, payload, reason = reply[8 * n : 8 * n + 8]
+        if _int(ok) != 1:
+            out.append(_text(reason))
+            continue
+        if not isinstance(payload, bytes):
+            raise ProtocolError(f"start.lua returned a payload of type {type(payload).__name__}")
+        out.append(
+            LeasedJob(
+                dependency=dependency,
+                id=_text(job_id),
+                scope=_text(scope),
+                payload=payload,
+                attempt=_int(attempt),
+                cost=_int(cost),
+                lease_deadline_ms=_int(deadline),
+                token=token,
+            )
+        )
+    return out
+
+
+def parse_reclaim(reply: object) -> ReclaimStep:
+    if not isinstance(reply, list) or len(reply) != 4:
+        raise ProtocolError(f"reclaim.lua replied {reply!r:.200}")
+    reclaimed, retried, dead, next_ms = (_int(v) for v in reply)
+    return ReclaimStep(reclaimed, retried, dead, None if next_ms < 0 else next_ms)
+
+
+def parse_job(dependency: str, raw: dict[bytes, bytes]) -> JobInfo:
+    """A job record (HGETALL) as a :class:`JobInfo`."""
+
+    def num(name: str) -> int | None:
+        value = raw.get(name.encode())
+        return None if value is None else int(value)
+
+    history_raw = raw.get(b"history")
+    history = json.loads(history_raw) if history_raw else []
+    if isinstance(history, dict):  # cjson encodes an empty list as {}
+        history = []
+    error = raw.get(b"last_error")
+    return JobInfo(
+        dependency=dependency,
+        id=raw[b"id"].decode(),
+        scope=raw[b"scope"].decode(),
+        status=raw[b"status"].decode(),
+        attempt=num("attempt") or 0,
+        cost=num("cost") or 1,
+        payload=raw.get(b"payload", b""),
+        submitted_ms=num("submitted_ms"),
+        not_before_ms=num("not_before_ms"),
+        released_ms=num("released_ms"),
+        lease_deadline_ms=num("lease_deadline_ms"),
+        finished_ms=num("finished_ms"),
+        last_error=error.decode(errors="replace") if error else None,
+        history=history,
+    )

@@ -11,6 +11,9 @@ for misuse of the API and for infrastructure faults::
     │   ├── InvalidName        empty, oversized or malformed dependency / scope / job id
     │   ├── InvalidCost        cost is not an integer >= 1, or can never fit the policy
     │   └── PayloadTooLarge    payload over the configured limit
+    ├── LeaseLost              a heartbeat or report from someone who does not hold the
+    │                          current attempt's live lease (expired, superseded, finished,
+    │                          unknown job); nothing was changed
     ├── RedisUnavailable       Redis could not be reached or timed out; fail safe: the
     │                          job was not admitted (a retry with the same job id is safe)
     ├── ProtocolError          a script replied with a shape this client does not know
@@ -64,6 +67,19 @@ class InvalidCost(InvalidInput):
 
 class PayloadTooLarge(InvalidInput):
     """A payload is larger than the configured limit."""
+
+
+class LeaseLost(JanusError):
+    """The caller does not hold the current attempt's live lease; nothing was changed.
+
+    ``reason`` is one of ``expired`` (the deadline passed; the coordinator reclaims the
+    attempt), ``superseded`` (another attempt is current, or this one already ended),
+    ``finished`` (the job completed or was dead-lettered) or ``unknown_job``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RedisUnavailable(JanusError):

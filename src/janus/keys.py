@@ -10,7 +10,8 @@ Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
     P:{D}:j:<job>                hash    one job record (no TTL while queued; TTL once released)
     P:{D}:delayed                zset    queued jobs, score = eligible time in microseconds
     P:{D}:inflight               zset    released jobs, score = lease deadline in milliseconds
-    P:{D}:stream                 stream  released work, read by workers
+    P:{D}:stream                 stream  released work, read by workers (acked entries deleted)
+    P:{D}:dead                   stream  dead letters: job, payload, every attempt's outcome
     P:{D}:wake                   list    at most one element: "coordinator, look again"
 
 Cluster: every key of one dependency carries the hash tag ``{D}``, so each script touches
@@ -125,6 +126,10 @@ class Keys:
         return f"{self.base}:stream"
 
     @property
+    def dead(self) -> str:
+        return f"{self.base}:dead"
+
+    @property
     def wake(self) -> str:
         return f"{self.base}:wake"
 
@@ -151,6 +156,7 @@ class Keys:
             self.delayed,
             self.inflight,
             self.stream,
+            self.dead,
             self.wake,
         ]
 

@@ -103,6 +103,11 @@ DEFAULT_RETENTION_MS = 86_400_000
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MIN_LEASE_MS = 100
 MIN_RETENTION_MS = 1_000
+#: Retries: attempts per job (first attempt included) and the backoff curve.
+MAX_ATTEMPTS = 1000
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF_BASE_MS = 1_000
+DEFAULT_BACKOFF_MAX_MS = 60_000
 
 #: Name of the scopes section that holds the limits every scope gets by default.
 DEFAULT_SCOPE = "default"
@@ -274,6 +279,22 @@ class ScopeLimits(BaseModel):
     weight: _Weight = 1.0
 
 
+class RetryPolicy(BaseModel):
+    """What happens after a failed attempt. Durations in milliseconds.
+
+    A failed attempt (an error report, or a lease that expired) is retried while
+    ``attempt < max_attempts``, after ``min(base * factor ** (attempt - 1), max)``; then the
+    job is dead-lettered. See :func:`janus.retry.backoff_ms`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = DEFAULT_MAX_ATTEMPTS
+    backoff_base_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = DEFAULT_BACKOFF_BASE_MS
+    backoff_factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
+    backoff_max_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = DEFAULT_BACKOFF_MAX_MS
+
+
 class DependencyPolicy(BaseModel):
     """The validated, fully resolved policy of one dependency. Durations in milliseconds."""
 
@@ -291,6 +312,7 @@ class DependencyPolicy(BaseModel):
     max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)]
     default_scope: ScopeLimits
     scope_overrides: dict[str, ScopeLimits] = Field(default_factory=dict)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @model_validator(mode="after")
     def _max_cost_fits(self) -> DependencyPolicy:
@@ -379,6 +401,25 @@ class _RawScope(BaseModel):
     weight: _Weight | None = None
 
 
+class _RawBackoff(BaseModel):
+    """``retry.backoff`` as written."""
+
+    model_config = _RAW
+
+    base: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_BACKOFF_BASE_MS
+    factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
+    max: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_BACKOFF_MAX_MS
+
+
+class _RawRetry(BaseModel):
+    """``retry:`` as written."""
+
+    model_config = _RAW
+
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = DEFAULT_MAX_ATTEMPTS
+    backoff: _RawBackoff | None = None
+
+
 class _RawDependency(BaseModel):
     """One dependency as written in a file (durations and sizes already parsed)."""
 
@@ -393,6 +434,7 @@ class _RawDependency(BaseModel):
     max_payload: Annotated[int, BeforeValidator(_size(1, MAX_PAYLOAD))] = DEFAULT_MAX_PAYLOAD
     max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
     scopes: dict[str, _RawScope] | None = None
+    retry: _RawRetry | None = None
 
 
 # --------------------------------------------------------------------------- YAML loading
@@ -556,10 +598,29 @@ def _resolve(
     if raw.max_cost is not None and raw.max_cost > limit:
         found.append(PolicyIssue(file, name, "max_cost", _cannot_fit(raw.max_cost, where, limit)))
 
+    raw_retry = raw.retry or _RawRetry()
+    backoff = raw_retry.backoff or _RawBackoff()
+    if backoff.max < backoff.base:
+        found.append(
+            PolicyIssue(
+                file,
+                name,
+                "retry.backoff.max",
+                f"max {format_duration_ms(backoff.max)} is below base "
+                f"{format_duration_ms(backoff.base)}",
+            )
+        )
+
     if found:
         issues.extend(found)
         return None
     return DependencyPolicy(
+        retry=RetryPolicy(
+            max_attempts=raw_retry.max_attempts,
+            backoff_base_ms=backoff.base,
+            backoff_factor=backoff.factor,
+            backoff_max_ms=backoff.max,
+        ),
         rate=raw.rate,
         burst=raw.burst,
         max_in_flight=raw.max_in_flight,
@@ -829,6 +890,10 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
     if issues:
         raise PolicyError(issues)
     fields["scope_overrides"] = len(scopes)  # lets the scripts skip the lookup when zero
+    fields["retry_max_attempts"] = policy.retry.max_attempts
+    fields["backoff_base_ms"] = policy.retry.backoff_base_ms
+    fields["backoff_factor_milli"] = round(policy.retry.backoff_factor * 1000)
+    fields["backoff_max_ms"] = policy.retry.backoff_max_ms
     canonical = json.dumps(
         {
             "version": _COMPILE_VERSION,
@@ -879,4 +944,12 @@ def describe(policy: DependencyPolicy) -> dict[str, object]:
     for scope in sorted(policy.scope_overrides):
         scopes[scope] = _describe_scope(policy.scope_overrides[scope])
     summary["scopes"] = scopes
+    summary["retry"] = {
+        "max_attempts": policy.retry.max_attempts,
+        "backoff": {
+            "base": format_duration_ms(policy.retry.backoff_base_ms),
+            "factor": policy.retry.backoff_factor,
+            "max": format_duration_ms(policy.retry.backoff_max_ms),
+        },
+    }
     return summary

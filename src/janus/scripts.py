@@ -69,6 +69,7 @@ def _check_names(
 
 
 _STATE_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream")
+_OUTCOME_KEYS = ("policy", "state", "delayed", "inflight", "stream", "dead", "wake")
 
 SPECS: dict[str, ScriptSpec] = {
     "submit": ScriptSpec(
@@ -81,6 +82,42 @@ SPECS: dict[str, ScriptSpec] = {
         "release",
         keys=_STATE_KEYS,
         argv=("job_prefix", "scope_prefix", "now_us", "max_steps"),
+    ),
+    "start": ScriptSpec(
+        "start",
+        keys=("stream",),
+        argv=("job_prefix", "now_us", "group", "consumer", "count", "entries"),
+        variadic=True,
+    ),
+    "heartbeat": ScriptSpec(
+        "heartbeat",
+        keys=("policy", "inflight"),
+        argv=("job_prefix", "now_us", "job_enc", "attempt", "token"),
+    ),
+    "complete": ScriptSpec(
+        "complete",
+        keys=("policy", "state", "inflight", "stream", "wake"),
+        argv=("job_prefix", "now_us", "group", "job_enc", "attempt", "token"),
+    ),
+    "fail": ScriptSpec(
+        "fail",
+        keys=_OUTCOME_KEYS,
+        argv=(
+            "job_prefix",
+            "now_us",
+            "group",
+            "job_enc",
+            "attempt",
+            "token",
+            "error",
+            "retry_after_ms",
+            "detail",
+        ),
+    ),
+    "reclaim": ScriptSpec(
+        "reclaim",
+        keys=_OUTCOME_KEYS,
+        argv=("job_prefix", "now_us", "max_steps"),
     ),
     "apply_policy": ScriptSpec(
         "apply_policy",

@@ -251,6 +251,175 @@ class Store:
                 },
             )
 
+    # -- workers and leases --------------------------------------------------------------
+
+    def _outcome_keys(self, k: Keys) -> dict[str, str]:
+        return {
+            "policy": k.policy,
+            "state": k.state,
+            "delayed": k.delayed,
+            "inflight": k.inflight,
+            "stream": k.stream,
+            "dead": k.dead,
+            "wake": k.wake,
+        }
+
+    def ensure_group(self, dependency: str, group: str) -> None:
+        """Create the consumer group (reading from the start of the stream) if missing."""
+        with guard(f"creating consumer group {group!r} on {dependency!r}"):
+            try:
+                self.client.xgroup_create(
+                    self.keys(dependency).stream, group, id="0", mkstream=True
+                )
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(
+        self, dependency: str, group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """XREADGROUP of new entries: [(entry id, fields)]."""
+        key = self.keys(dependency).stream
+        with guard(f"reading work of {dependency!r}"):
+            reply: Any = self.client.xreadgroup(
+                group, consumer, {key: ">"}, count=count, block=block_ms
+            )
+        if not reply:
+            return []
+        # RESP2: [[stream, [(id, fields), ...]]]; RESP3: {stream: [[(id, fields), ...]]}
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        # An entry deleted after delivery comes back with no fields: nothing to run.
+        return [(eid.decode(), fields) for eid, fields in entries if fields]
+
+    def start(
+        self,
+        dependency: str,
+        group: str,
+        consumer: str,
+        entries: Sequence[tuple[str, str, int]],
+        now_us: int | None,
+    ) -> Any:
+        """start.lua for entries given as (job_enc, token, attempt)."""
+        k = self.keys(dependency)
+        rest: list[Arg] = []
+        for job_enc, token, attempt in entries:
+            rest += [job_enc, token, attempt]
+        with guard(f"starting work of {dependency!r}"):
+            return self._run(
+                "start",
+                {"stream": k.stream},
+                {
+                    "job_prefix": k.job_prefix,
+                    "now_us": _now(now_us),
+                    "group": group,
+                    "consumer": consumer,
+                    "count": len(entries),
+                },
+                rest,
+            )
+
+    def heartbeat(
+        self, dependency: str, job_enc: str, attempt: int, token: str, now_us: int | None
+    ) -> Any:
+        k = self.keys(dependency)
+        with guard(f"extending a lease on {dependency!r}"):
+            return self._run(
+                "heartbeat",
+                {"policy": k.policy, "inflight": k.inflight},
+                {
+                    "job_prefix": k.job_prefix,
+                    "now_us": _now(now_us),
+                    "job_enc": job_enc,
+                    "attempt": attempt,
+                    "token": token,
+                },
+            )
+
+    def complete(
+        self,
+        dependency: str,
+        group: str,
+        job_enc: str,
+        attempt: int,
+        token: str,
+        now_us: int | None,
+    ) -> Any:
+        k = self.keys(dependency)
+        with guard(f"completing a job of {dependency!r}"):
+            return self._run(
+                "complete",
+                {
+                    "policy": k.policy,
+                    "state": k.state,
+                    "inflight": k.inflight,
+                    "stream": k.stream,
+                    "wake": k.wake,
+                },
+                {
+                    "job_prefix": k.job_prefix,
+                    "now_us": _now(now_us),
+                    "group": group,
+                    "job_enc": job_enc,
+                    "attempt": attempt,
+                    "token": token,
+                },
+            )
+
+    def fail(
+        self,
+        dependency: str,
+        group: str,
+        job_enc: str,
+        attempt: int,
+        token: str,
+        error: str,
+        retry_after_ms: int,
+        detail: str,
+        now_us: int | None,
+    ) -> Any:
+        k = self.keys(dependency)
+        with guard(f"reporting a failure on {dependency!r}"):
+            return self._run(
+                "fail",
+                self._outcome_keys(k),
+                {
+                    "job_prefix": k.job_prefix,
+                    "now_us": _now(now_us),
+                    "group": group,
+                    "job_enc": job_enc,
+                    "attempt": attempt,
+                    "token": token,
+                    "error": error,
+                    "retry_after_ms": retry_after_ms,
+                    "detail": detail,
+                },
+            )
+
+    def reclaim(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
+        k = self.keys(dependency)
+        with guard(f"reclaiming expired leases of {dependency!r}"):
+            return self._run(
+                "reclaim",
+                self._outcome_keys(k),
+                {"job_prefix": k.job_prefix, "now_us": _now(now_us), "max_steps": max_steps},
+            )
+
+    def job(self, dependency: str, job_id: str) -> dict[bytes, bytes]:
+        """The raw job record (empty when unknown or expired)."""
+        with guard(f"reading job {job_id!r} of {dependency!r}"):
+            return cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).job(job_id)))
+
+    def dead_letters(
+        self, dependency: str, *, start: str = "-", count: int = 1000
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Entries of the dead-letter stream, oldest first."""
+        with guard(f"reading dead letters of {dependency!r}"):
+            rows = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                self.client.xrange(self.keys(dependency).dead, min=start, max="+", count=count),
+            )
+        return [(eid.decode(), fields) for eid, fields in rows]
+
     # -- plain commands ------------------------------------------------------------------
 
     def wait_wake(self, dependency: str, timeout_s: float) -> bool:
@@ -342,6 +511,10 @@ class Store:
                 if len(batch) < chunk:
                     return out
                 start = "(" + batch[-1][0].decode()
+
+
+def _now(now_us: int | None) -> Arg:
+    return "" if now_us is None else now_us
 
 
 def _parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[int, str, int, str]:

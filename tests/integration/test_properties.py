@@ -1,9 +1,11 @@
 """Property tests against real Redis with explicit time: whatever the arrivals, no overshoot.
 
 Hypothesis draws a policy, a stream of submits (time gaps, scopes, costs, batch sizes) and
-coordinator steps interleaved with them. Afterwards the released history must satisfy the
-rate bound for every window, per dependency and per scope; every accepted job is released
-exactly once or still queued.
+coordinator steps interleaved with them. No worker runs, so short leases expire and the
+coordinator reclaims them: retries go through the same release-time limits. The released
+history (every stream entry, read after each call: reclaim deletes entries) must satisfy the
+rate bound for every window, per dependency and per scope; each attempt is released once;
+every accepted job is still queued, in flight or dead-lettered: none vanished.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from janus.client import Job
 from janus.coordinator import Coordinator
+from janus.keys import Keys
 from janus.measure import Release, by_scope, check_rate
 
 from tests.helpers import FakeClock, make_janus
@@ -57,14 +60,16 @@ def test_no_overshoot_and_no_lost_job(
     arrivals: list[tuple[int, str, int, int, bool]],
 ) -> None:
     """Property: released cost in every window W <= rate*W + burst (dependency and each scope);
-    accepted = released once + still queued."""
+    each attempt released once; accepted = dead-lettered + queued + in flight."""
     prefix = "h" + uuid.uuid4().hex[:12]
-    in_flight = f"\n  max_in_flight: {max_in_flight}\n  lease: 200ms" if max_in_flight else ""
+    in_flight = f"\n  max_in_flight: {max_in_flight}" if max_in_flight else ""
     body = f"""
 pay:
   rate: {rate}
   burst: {burst}
-  max_wait: 20s{in_flight}
+  max_wait: 20s
+  lease: 200ms
+  retry: {{max_attempts: 2, backoff: {{base: 100ms, max: 100ms}}}}{in_flight}
   scopes:
     default: {{rate: {scope_rate}, burst: {scope_burst}}}
     vip: {{rate: {scope_rate * 2}, burst: {scope_burst}}}
@@ -73,22 +78,43 @@ pay:
     jn = make_janus(standalone_url, prefix, body, clock)
     coord = Coordinator(jn.store)
     accepted: set[str] = set()
+    seen: dict[str, tuple[int, str, int, str, int]] = {}  # entry id -> release
+
+    def record() -> None:
+        for entry_id, fields in jn.store.client.xrange(Keys(prefix, "pay").stream):
+            seen.setdefault(
+                entry_id.decode(),
+                (
+                    int(entry_id.split(b"-")[0]),
+                    fields[b"scope"].decode(),
+                    int(fields[b"cost"]),
+                    fields[b"id"].decode(),
+                    int(fields[b"attempt"]),
+                ),
+            )
+
     for gap, scope, cost, n, step in arrivals:
         clock.advance_ms(gap)
         for d in jn.submit_many("pay", [Job(scope=scope, cost=cost) for _ in range(n)]):
             if d.accepted:
                 accepted.add(d.job_id)
+        record()
         if step:
             coord.step("pay", clock())
-    for _ in range(400):  # drain
-        if coord.step("pay", clock.advance_ms(50)).next_us is None:
+            record()
+    for _ in range(400):  # drain: every job ends dead-lettered after its last lease expires
+        done = coord.step("pay", clock.advance_ms(50)).next_us is None
+        record()
+        if done:
             break
-    rows = jn.store.releases("pay")
-    ids = [job_id for *_, job_id in rows]
-    assert len(ids) == len(set(ids))
-    assert set(ids) <= accepted
-    assert len(ids) + jn.status("pay").scheduled == len(accepted)
-    releases = [Release(ms, s, c) for ms, s, c, _ in rows]
+    attempts = [(job_id, attempt) for *_, job_id, attempt in seen.values()]
+    assert len(attempts) == len(set(attempts)), "an attempt was released twice"
+    assert {job_id for job_id, _ in attempts} <= accepted
+    dead = {f[b"id"].decode() for _, f in jn.store.dead_letters("pay")}
+    k = Keys(prefix, "pay")
+    queued = jn.store.client.zcard(k.delayed) + jn.store.client.zcard(k.inflight)
+    assert len(dead) + queued == len(accepted), "an accepted job vanished"
+    releases = [Release(ms, s, c) for ms, s, c, _, _ in seen.values()]
     for rep in check_rate(releases, rate, burst, WINDOWS):
         assert rep.ok, rep
     for scope, mine in by_scope(releases).items():

@@ -766,6 +766,10 @@ def test_compile_fields_names_and_values() -> None:
         "scope_burst": 20,
         "scope_weight_milli": 1000,
         "scope_overrides": 2,
+        "retry_max_attempts": 3,
+        "backoff_base_ms": 1000,
+        "backoff_factor_milli": 2000,
+        "backoff_max_ms": 60000,
     }
 
 
@@ -886,6 +890,7 @@ def test_describe_example_payments() -> None:
             "default": {"rate": "10/s", "burst": 10, "weight": 1.0},
             "tenant-vip": {"rate": "15/s", "burst": 15, "weight": 2.0},
         },
+        "retry": {"max_attempts": 3, "backoff": {"base": "1s", "factor": 2.0, "max": "1m"}},
     }
 
 
@@ -895,3 +900,25 @@ def test_describe_shows_enforced_rate_when_rounded() -> None:
     assert summary["rate"] == "3/s"
     assert summary["enforced_rate"] == "2.99999/s"
     assert summary["max_in_flight"] == "unlimited"
+
+
+def test_retry_section_defaults_and_overrides() -> None:
+    """retry: defaults (3 attempts, 1s x2 up to 60s); every field can be set."""
+    plain = load_one(dep(MINIMAL))
+    assert plain.retry.max_attempts == 3 and plain.retry.backoff_base_ms == 1000
+    custom = load_one(
+        dep(MINIMAL + "retry:\n  max_attempts: 5\n  backoff: {base: 200ms, factor: 3, max: 30s}\n")
+    )
+    assert (custom.retry.max_attempts, custom.retry.backoff_base_ms) == (5, 200)
+    assert (custom.retry.backoff_factor, custom.retry.backoff_max_ms) == (3.0, 30_000)
+
+
+def test_retry_section_errors_name_the_field() -> None:
+    """Unknown keys, attempts < 1 and max below base are errors on the right field."""
+    issues = issues_of(dep(MINIMAL + "retry:\n  max_attempts: 0\n  colour: red\n"))
+    fields = {i.field for i in issues}
+    assert {"retry.max_attempts", "retry.colour"} <= fields
+    issues = issues_of(dep(MINIMAL + "retry:\n  backoff: {base: 10s, max: 1s}\n"))
+    assert [(i.field, i.message) for i in issues] == [
+        ("retry.backoff.max", "max 1s is below base 10s")
+    ]

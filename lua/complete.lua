@@ -1,0 +1,47 @@
+-- complete.lua: the holder of the current attempt's live lease reports success.
+--
+-- Accepted at most once per job: the fence refuses expired, superseded and finished
+-- attempts, so a zombie worker's late report changes nothing. The entry is acknowledged
+-- and deleted in the same step (never a bare XACK from the worker: XACK checks no owner).
+--
+-- KEYS[1] policy    hash    compiled limits (read only: retention_ms, max_in_flight)
+-- KEYS[2] state     hash    queued_count, wake_at
+-- KEYS[3] inflight  zset    released job ids, score = lease deadline (ms)
+-- KEYS[4] stream    stream  released work
+-- KEYS[5] wake      list    coordinator wake-up signal (at most one element)
+-- ARGV[1] job_prefix  string  key prefix of job records (carries the hash tag)
+-- ARGV[2] now_us      int     explicit time in microseconds, or "" to use Redis TIME
+-- ARGV[3] group       string  the consumer group the worker reads with
+-- ARGV[4] job_enc     string  encoded job id
+-- ARGV[5] attempt     int     the attempt the caller holds
+-- ARGV[6] token       string  the lease token (stream entry id of that attempt)
+--
+-- Returns 2 values: ok (1|0), reason ("" or unknown_job | superseded | finished | expired).
+-- Writes: the job record (status completed, history, TTL = retention), inflight, stream,
+-- and the wake signal when work waits for the in-flight slot this frees.
+
+--- @include "limits"
+--- @include "outcomes"
+
+local now = now_from(ARGV[2])
+local now_ms = ms_of(now)
+local job_enc = ARGV[4]
+local job_key = ARGV[1] .. job_enc
+local job, why = fence(job_key, tonumber(ARGV[5]), ARGV[6], now_ms)
+if not job then
+  return {0, why}
+end
+local history = history_with(job_key, {attempt = job.attempt, outcome = 'completed',
+  consumer = job.consumer, at_ms = now_ms})
+redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history', history)
+local p = redis.call('HMGET', KEYS[1], 'retention_ms', 'max_in_flight')
+redis.call('PEXPIRE', job_key, tonumber(p[1]))
+redis.call('ZREM', KEYS[3], job_enc)
+end_entry(KEYS[4], {ARGV[3]}, job.token)
+if tonumber(p[2]) > 0 and tonumber(redis.call('HGET', KEYS[2], 'queued_count') or 0) > 0 then
+  -- Work may be waiting for the slot this frees: let the coordinator look now.
+  local ctx = {keys = {state = KEYS[2], wake = KEYS[5]},
+    wake_at = tonumber(redis.call('HGET', KEYS[2], 'wake_at'))}
+  signal_wake(ctx, now)
+end
+return {1, ''}
