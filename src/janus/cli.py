@@ -15,6 +15,7 @@ from janus.client import Janus
 from janus.coordinator import Coordinator
 from janus.errors import JanusError, PolicyError
 from janus.policy import PolicySet, describe, load_policies
+from janus.worker import load_handler
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -124,6 +125,67 @@ def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
         click.echo(f"janus coordinator: {url} prefix={prefix}", err=True)
         coord.run()
         click.echo(f"stopped after {coord.steps} steps, {coord.released} released", err=True)
+
+
+@main.command()
+@click.argument("dependency")
+@click.option(
+    "--handler",
+    "handler_path",
+    required=True,
+    help="The function to run per job: 'package.module:function'.",
+)
+@click.option("--group", required=True, help="Consumer group (one per dependency per deployment).")
+@click.option("--consumer", default=None, help="Consumer name (default: <hostname>-<pid>).")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 1024))
+@redis_option
+@prefix_option
+def worker(
+    dependency: str,
+    handler_path: str,
+    group: str,
+    consumer: str | None,
+    concurrency: int,
+    url: str,
+    prefix: str,
+) -> None:
+    """Run a handler on released jobs until SIGTERM/SIGINT (running jobs finish first).
+
+    The handler gets a LeasedJob (id, scope, payload, attempt, ...). Returning completes the
+    job; raising janus.worker.Retry("kind", retry_after_ms=...) or any exception fails it.
+    """
+    logging.getLogger("janus").setLevel(logging.INFO)
+    handler = load_handler(handler_path)
+    with _client(url, prefix) as jn:
+        w = jn.worker(dependency, group=group, consumer=consumer)
+        click.echo(
+            f"janus worker {w.consumer}: {dependency} group={group} x{concurrency}", err=True
+        )
+        stats = w.run(handler, concurrency=concurrency)
+        click.echo(
+            f"stopped: {stats.completed} completed, {stats.failed} failed, "
+            f"{stats.lease_lost} lost leases",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("dependency")
+@click.argument("job_id")
+@redis_option
+@prefix_option
+def job(dependency: str, job_id: str, url: str, prefix: str) -> None:
+    """Show one job's state, attempts and history as JSON."""
+    with _client(url, prefix) as jn:
+        info = jn.job(dependency, job_id)
+    if info is None:
+        click.echo(
+            f"error: no job {job_id!r} in {dependency!r} (never submitted, or expired)", err=True
+        )
+        sys.exit(1)
+    data = dict(info.__dict__)
+    data["payload"] = info.payload.decode("utf-8", "replace")
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @main.command("doctor")
