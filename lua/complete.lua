@@ -4,8 +4,8 @@
 -- attempts, so a zombie worker's late report changes nothing. The entry is acknowledged
 -- and deleted in the same step (never a bare XACK from the worker: XACK checks no owner).
 --
--- KEYS[1] policy    hash    compiled limits (read only: retention_ms, max_in_flight)
--- KEYS[2] state     hash    queued_count, wake_at
+-- KEYS[1] policy    hash    compiled limits (read only)
+-- KEYS[2] state     hash    queued_count, wake_at, circuit breaker
 -- KEYS[3] inflight  zset    released job ids, score = lease deadline (ms)
 -- KEYS[4] stream    stream  released work
 -- KEYS[5] wake      list    coordinator wake-up signal (at most one element)
@@ -18,7 +18,8 @@
 --
 -- Returns 2 values: ok (1|0), reason ("" or unknown_job | superseded | finished | expired).
 -- Writes: the job record (status completed, history, TTL = retention), inflight, stream,
--- and the wake signal when work waits for the in-flight slot this frees.
+-- the circuit breaker's counts (state), and the wake signal when work waits for the
+-- in-flight slot this frees or the circuit closes.
 
 --- @include "limits"
 --- @include "outcomes"
@@ -34,14 +35,20 @@ end
 local history = history_with(job_key, {attempt = job.attempt, outcome = 'completed',
   consumer = job.consumer, at_ms = now_ms})
 redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history', history)
-local p = redis.call('HMGET', KEYS[1], 'retention_ms', 'max_in_flight')
-redis.call('PEXPIRE', job_key, tonumber(p[1]))
+local policy = load_policy(KEYS[1])
+redis.call('PEXPIRE', job_key, policy.retention_ms)
 redis.call('ZREM', KEYS[3], job_enc)
 end_entry(KEYS[4], {ARGV[3]}, job.token)
-if tonumber(p[2]) > 0 and tonumber(redis.call('HGET', KEYS[2], 'queued_count') or 0) > 0 then
-  -- Work may be waiting for the slot this frees: let the coordinator look now.
-  local ctx = {keys = {state = KEYS[2], wake = KEYS[5]},
-    wake_at = tonumber(redis.call('HGET', KEYS[2], 'wake_at'))}
-  signal_wake(ctx, now)
+if policy.circuit_enabled == 1 or policy.max_in_flight > 0 then
+  local ctx = new_ctx(policy, now, '', {policy = KEYS[1], state = KEYS[2], inflight = KEYS[3],
+    wake = KEYS[5]})
+  load_state(ctx)
+  circuit_record(ctx, true)
+  if policy.max_in_flight > 0 and ctx.queued_count > 0 then
+    signal_wake(ctx, now)  -- work may be waiting for the slot this frees: look now
+  end
+  if ctx.circuit_dirty then
+    save_state(ctx)
+  end
 end
 return {1, ''}

@@ -25,7 +25,8 @@
 -- ARGV[5...] jobs       6 values per job: job_enc, job_id, scope_enc, scope, cost, payload
 --
 -- Returns 7 values per job, in order: status ("released" | "scheduled" | "rejected"),
--- reason ("" | "unknown_dependency" | "max_wait_exceeded"), not_before_ms, retry_after_ms
+-- reason ("" | "unknown_dependency" | "max_wait_exceeded" | "circuit_open" |
+-- "dependency_paused"), not_before_ms, retry_after_ms
 -- (-1 when there is none),
 -- created (1 if this call created the job, 0 if it already existed), attempt, state
 -- (the job record's status: "" when rejected, "scheduled", "queued", ...).
@@ -70,8 +71,8 @@ for i = 1, count do
   end
 end
 
-local ctx = new_ctx(policy, now, scope_prefix, {scopes = KEYS[2], state = KEYS[3],
-  delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]})
+local ctx = new_ctx(policy, now, scope_prefix, {policy = KEYS[1], scopes = KEYS[2],
+  state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]})
 load_state(ctx)
 local out = {}
 local dirty = false
@@ -98,7 +99,7 @@ for i = 1, count do
   if existing[1] then
     local st = existing[1]
     local status = 'released'
-    if st == 'scheduled' then
+    if st == 'scheduled' or st == 'failed' then
       status = 'scheduled'
     end
     emit(status, '', tonumber(existing[2]) or 0, -1, 0, tonumber(existing[3]) or 0, st)
@@ -117,10 +118,21 @@ for i = 1, count do
     local dep_at = gcra_earliest(ctx.dtat, now, ahead_cost + cost, policy.interval_us,
       policy.burst)
     local not_before = math.max(eligible, dep_at)
+    local circuit_at = circuit_blocks(ctx)
+    if circuit_at and ctx.circuit.state == 'open' then
+      not_before = math.max(not_before, circuit_at)
+    end
     local wait_ms = math.ceil((not_before - now) / 1000)
 
     if not_before - now > policy.max_wait_ms * 1000 then
-      emit('rejected', 'max_wait_exceeded', math.ceil(not_before / 1000), wait_ms, 0, 0, '')
+      -- Name what holds the job back: an open circuit, a Retry-After pause, or plain load.
+      local reason = 'max_wait_exceeded'
+      if circuit_at and ctx.circuit.state == 'open' and circuit_at >= not_before then
+        reason = 'circuit_open'
+      elseif ctx.paused_until > now or sc.pu > now then
+        reason = 'dependency_paused'
+      end
+      emit('rejected', reason, math.ceil(not_before / 1000), wait_ms, 0, 0, '')
     else
       dirty = true
       sc.stat = gcra_take(sc.stat, eligible, cost, lim.interval)
@@ -155,7 +167,7 @@ for i = 1, count do
   end
 end
 
-if dirty then
+if dirty or ctx.circuit_dirty then
   save_state(ctx)
   scope_flush(ctx)
 end

@@ -1,12 +1,13 @@
--- Shared helpers: policy, dependency state, scope buckets, the release step.
--- The Python loader (janus/scripts.py) inlines this file where a script asks for it.
--- Everything here is local; nothing runs at include time.
+-- Shared helpers: policy, dependency state, scope buckets, the release-time checks and the
+-- release step. The Python loader (janus/scripts.py) inlines this file where a script asks
+-- for it. Everything here is local; nothing runs at include time.
 --
 -- Units: time in microseconds (`*_us`, and unsuffixed times) unless named `_ms`; cost in
--- integer units. A bucket is GCRA: `tat` is the theoretical arrival time; a cost c may pass
--- at time t when max(tat, t) + c * interval - t <= burst * interval, and passing moves tat to
--- max(tat, t) + c * interval. This allows at most burst + W / interval cost in any window W,
--- and interval is rounded up at compile time, so at most burst + rate * W.
+-- integer units; budget in milli-tokens. A bucket is GCRA: `tat` is the theoretical arrival
+-- time; a cost c may pass at time t when max(tat, t) + c * interval - t <= burst * interval,
+-- and passing moves tat to max(tat, t) + c * interval. This allows at most
+-- burst + W / interval cost in any window W, and interval is rounded up at compile time, so
+-- at most burst + rate * W.
 --
 -- One call reads each piece of state once and writes it once: the dependency's state hash
 -- (load_state / save_state) and each scope's bucket hash (scope_get / scope_flush) are cached
@@ -32,7 +33,11 @@ end
 local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', 'lease_ms',
   'retention_ms', 'max_payload', 'max_cost', 'scope_interval_us', 'scope_burst',
   'scope_weight_milli', 'scope_overrides', 'retry_max_attempts', 'backoff_base_ms',
-  'backoff_factor_milli', 'backoff_max_ms', 'version'}
+  'backoff_factor_milli', 'backoff_max_ms', 'backoff_jitter', 'max_retry_after_ms',
+  'pause_on_retry_after', 'budget_enabled', 'budget_ratio_milli', 'budget_mps_milli',
+  'budget_max_wait_ms', 'budget_window_ms', 'circuit_enabled', 'circuit_failure_milli',
+  'circuit_min_requests', 'circuit_window_ms', 'circuit_open_ms', 'circuit_open_max_ms',
+  'circuit_probes', 'version'}
 
 -- Returns the compiled policy as a table of numbers, or nil when none is applied.
 local function load_policy(policy_key)
@@ -47,21 +52,34 @@ local function load_policy(policy_key)
   return p
 end
 
--- ctx: one call's view of a dependency. keys: {scopes, state, delayed, inflight, stream,
--- dead, wake}, each as the calling script received it (a script names only what it uses).
+-- ctx: one call's view of a dependency. keys: {policy, scopes, state, delayed, inflight,
+-- stream, dead, wake}, each as the calling script received it (a script names only what
+-- it uses).
 local function new_ctx(policy, now, scope_prefix, keys)
   return {policy = policy, now = now, scope_prefix = scope_prefix, scopes = {},
     inflight_add = {}, keys = keys}
 end
 
+local STATE_FIELDS = {'dtat', 'last_ms', 'queued_cost', 'queued_count', 'wake_at',
+  'paused_until', 'b_milli', 'b_at', 'c_state', 'c_until', 'c_opens', 'c_probes',
+  'c_probe_ok', 'c_win', 'c_cur_ok', 'c_cur_fail', 'c_prev_ok', 'c_prev_fail'}
+
 local function load_state(ctx)
-  local raw = redis.call('HMGET', ctx.keys.state, 'dtat', 'last_ms', 'queued_cost',
-    'queued_count', 'wake_at')
-  ctx.dtat = tonumber(raw[1]) or 0
-  ctx.last_ms = tonumber(raw[2]) or 0
-  ctx.queued_cost = tonumber(raw[3]) or 0
-  ctx.queued_count = tonumber(raw[4]) or 0
-  ctx.wake_at = tonumber(raw[5])
+  local raw = redis.call('HMGET', ctx.keys.state, unpack(STATE_FIELDS))
+  local n = {}
+  for i = 1, #STATE_FIELDS do
+    n[i] = tonumber(raw[i])
+  end
+  ctx.dtat = n[1] or 0
+  ctx.last_ms = n[2] or 0
+  ctx.queued_cost = n[3] or 0
+  ctx.queued_count = n[4] or 0
+  ctx.wake_at = n[5]
+  ctx.paused_until = n[6] or 0
+  ctx.budget = {milli = n[7], at = n[8]}
+  ctx.circuit = {state = raw[9] or 'closed', until_ = n[10] or 0, opens = n[11] or 0,
+    probes = n[12] or 0, probe_ok = n[13] or 0, win = n[14] or 0, cur_ok = n[15] or 0,
+    cur_fail = n[16] or 0, prev_ok = n[17] or 0, prev_fail = n[18] or 0}
 end
 
 -- Write back the dependency's state and the leases this call started (one ZADD per 500
@@ -72,13 +90,29 @@ local function save_state(ctx)
     redis.call('ZADD', ctx.keys.inflight, unpack(add, i, math.min(i + 999, #add)))
   end
   ctx.inflight_add = {}
-  redis.call('HSET', ctx.keys.state, 'dtat', fmt(ctx.dtat), 'last_ms', fmt(ctx.last_ms),
-    'queued_cost', fmt(ctx.queued_cost), 'queued_count', fmt(ctx.queued_count))
+  local f = {'dtat', fmt(ctx.dtat), 'last_ms', fmt(ctx.last_ms), 'queued_cost',
+    fmt(ctx.queued_cost), 'queued_count', fmt(ctx.queued_count), 'paused_until',
+    fmt(ctx.paused_until)}
+  if ctx.budget.milli then
+    f[#f + 1], f[#f + 2] = 'b_milli', fmt(ctx.budget.milli)
+    f[#f + 1], f[#f + 2] = 'b_at', fmt(ctx.budget.at)
+  end
+  if ctx.circuit_dirty then
+    local c = ctx.circuit
+    local more = {'c_state', c.state, 'c_until', fmt(c.until_), 'c_opens', c.opens,
+      'c_probes', c.probes, 'c_probe_ok', c.probe_ok, 'c_win', fmt(c.win), 'c_cur_ok',
+      c.cur_ok, 'c_cur_fail', c.cur_fail, 'c_prev_ok', c.prev_ok, 'c_prev_fail', c.prev_fail}
+    for _, v in ipairs(more) do
+      f[#f + 1] = v
+    end
+  end
+  redis.call('HSET', ctx.keys.state, unpack(f))
 end
 
 -- One scope's limits and bucket state, read on first use in this call:
 -- stat = submit-side reservation tat, rtat = release-side tat, rcur = the time after the
--- last job this scope had re-spaced (keeps re-spaced work in submit order).
+-- last job this scope had re-spaced (keeps re-spaced work in submit order), pu = paused
+-- until (a Retry-After that applies to this scope only).
 local function scope_get(ctx, scope_enc)
   local s = ctx.scopes[scope_enc]
   if s then
@@ -97,9 +131,9 @@ local function scope_get(ctx, scope_enc)
     lim = {interval = p.scope_interval_us, burst = p.scope_burst, weight = p.scope_weight_milli}
   end
   local key = ctx.scope_prefix .. scope_enc
-  local raw = redis.call('HMGET', key, 'stat', 'rtat', 'rcur')
+  local raw = redis.call('HMGET', key, 'stat', 'rtat', 'rcur', 'pu')
   s = {key = key, lim = lim, stat = tonumber(raw[1]) or 0, rtat = tonumber(raw[2]) or 0,
-    rcur = tonumber(raw[3]) or 0, dirty = false}
+    rcur = tonumber(raw[3]) or 0, pu = tonumber(raw[4]) or 0, dirty = false}
   ctx.scopes[scope_enc] = s
   return s
 end
@@ -110,8 +144,9 @@ end
 local function scope_flush(ctx)
   for _, s in pairs(ctx.scopes) do
     if s.dirty then
-      redis.call('HSET', s.key, 'stat', fmt(s.stat), 'rtat', fmt(s.rtat), 'rcur', fmt(s.rcur))
-      local horizon = math.max(s.stat, s.rtat, s.rcur) - ctx.now
+      redis.call('HSET', s.key, 'stat', fmt(s.stat), 'rtat', fmt(s.rtat), 'rcur', fmt(s.rcur),
+        'pu', fmt(s.pu))
+      local horizon = math.max(s.stat, s.rtat, s.rcur, s.pu) - ctx.now
       redis.call('PEXPIRE', s.key, math.max(ms_of(horizon), 0) + 1000)
     end
   end
@@ -143,14 +178,41 @@ local function live_leases(ctx)
   return ctx.live
 end
 
--- Release-time check of the dependency bucket and the in-flight limit (shared by every
--- job of the dependency, so a failure blocks the queue head), then of the scope bucket.
--- Returns ok, blocker ('dependency' | 'in_flight' | 'scope'), earliest retry time (us).
+-- The circuit breaker's gate: nil when it lets work through now, else the time to look
+-- again. Moves open -> half_open once open_for has passed.
+local function circuit_blocks(ctx)
+  local p = ctx.policy
+  if p.circuit_enabled ~= 1 then
+    return nil
+  end
+  local c = ctx.circuit
+  if c.state == 'open' then
+    if ctx.now < c.until_ then
+      return c.until_
+    end
+    c.state, c.probes, c.probe_ok = 'half_open', 0, 0
+    ctx.circuit_dirty = true
+  end
+  if c.state == 'half_open' and c.probes >= p.circuit_probes then
+    return ctx.now + p.circuit_open_ms * 1000  -- probes are out; their reports decide
+  end
+  return nil
+end
+
+-- Release-time checks: the dependency bucket (which also carries a Retry-After pause), the
+-- circuit and the in-flight limit are shared by every job of the dependency, so a refusal
+-- blocks the queue head; the scope bucket (and a scope-only pause) concerns one scope.
+-- Returns ok, blocker ('dependency' | 'circuit' | 'in_flight' | 'scope'), earliest retry
+-- time (us).
 local function can_release(ctx, s, cost)
   local p, now = ctx.policy, ctx.now
   local dep_at = gcra_earliest(ctx.dtat, now, cost, p.interval_us, p.burst)
   if dep_at > now then
     return false, 'dependency', dep_at
+  end
+  local circuit_at = circuit_blocks(ctx)
+  if circuit_at then
+    return false, 'circuit', circuit_at
   end
   if p.max_in_flight > 0 and live_leases(ctx) >= p.max_in_flight then
     local first = redis.call('ZRANGE', ctx.keys.inflight, '(' .. fmt(ms_of(now)), '+inf',
@@ -168,6 +230,39 @@ local function can_release(ctx, s, cost)
     return false, 'scope', scope_at
   end
   return true, nil, now
+end
+
+-- The retry budget (milli-tokens), refilled lazily: min_per_second over time, ratio per
+-- first attempt released, capped at `window` worth of both.
+local function budget_refill(ctx)
+  local p, b = ctx.policy, ctx.budget
+  if not b.milli then
+    b.milli, b.at = 0, ctx.now
+  end
+  local rate_per_s = 1000000 / p.interval_us
+  local cap = (p.budget_mps_milli + p.budget_ratio_milli * rate_per_s) * p.budget_window_ms / 1000
+  local gained = math.floor(p.budget_mps_milli * (ctx.now - b.at) / 1000000)
+  if gained > 0 then
+    b.milli, b.at = math.min(cap, b.milli + gained), ctx.now
+  elseif b.at > ctx.now then
+    b.at = ctx.now
+  end
+  return cap
+end
+
+-- Take one retry token: true, or false and when one will be there (nil: only first
+-- attempts can refill it).
+local function budget_take(ctx)
+  budget_refill(ctx)
+  local p, b = ctx.policy, ctx.budget
+  if b.milli >= 1000 then
+    b.milli = b.milli - 1000
+    return true, nil
+  end
+  if p.budget_mps_milli <= 0 then
+    return false, nil
+  end
+  return false, ctx.now + math.ceil((1000 - b.milli) * 1000000 / p.budget_mps_milli)
 end
 
 -- Put one job on the dependency's stream and start its lease; the caller has checked
@@ -201,4 +296,12 @@ local function release_job(ctx, job_key, job_enc, job_id, scope, cost, s, attemp
   ctx.last_ms = ms
   s.rtat = gcra_take(s.rtat, now, cost, s.lim.interval)
   s.dirty = true
+  if p.circuit_enabled == 1 and ctx.circuit.state == 'half_open' then
+    ctx.circuit.probes = ctx.circuit.probes + 1
+    ctx.circuit_dirty = true
+  end
+  if attempt == 1 and p.budget_enabled == 1 then
+    local cap = budget_refill(ctx)
+    ctx.budget.milli = math.min(cap, ctx.budget.milli + p.budget_ratio_milli)
+  end
 end

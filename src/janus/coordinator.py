@@ -30,7 +30,7 @@ import time
 
 from janus import doctor
 from janus.decisions import ReleaseStep, parse_reclaim, parse_release
-from janus.errors import JanusError, RedisUnavailable
+from janus.errors import RedisUnavailable
 from janus.store import Store
 
 log = logging.getLogger("janus.coordinator")
@@ -165,7 +165,9 @@ class Coordinator:
         while not self._stop.is_set():
             try:
                 signalled = self.store.wait_wake(dependency, self.watch_s)
-            except JanusError as exc:
+            except Exception as exc:  # a watcher must outlive any client error; it only wakes
+                if self._stop.is_set():
+                    return
                 log.debug("watcher for %s: %s", dependency, exc)
                 self._stop.wait(1.0)
                 continue

@@ -54,6 +54,8 @@ class ReleaseStep:
     next_us: int | None
     """When to run the next step (Redis time, microseconds); None when the queue is empty."""
     now_us: int
+    budget_dead: int = 0
+    """Retries dead-lettered because the retry budget had no token within budget.max_wait."""
 
 
 def _text(value: object) -> str:
@@ -101,11 +103,13 @@ def parse_submit(dependency: str, job_ids: Sequence[str], reply: object) -> list
 
 
 def parse_release(reply: object) -> ReleaseStep:
-    """Turn release.lua's reply (5 integers) into a :class:`ReleaseStep`."""
-    if not isinstance(reply, list) or len(reply) != 5:
+    """Turn release.lua's reply (6 integers) into a :class:`ReleaseStep`."""
+    if not isinstance(reply, list) or len(reply) != 6:
         raise ProtocolError(f"release.lua replied {reply!r:.200}")
-    released, cost, respaced, next_us, now_us = (_int(v) for v in reply)
-    return ReleaseStep(released, cost, respaced, None if next_us < 0 else next_us, now_us)
+    released, cost, respaced, next_us, now_us, budget_dead = (_int(v) for v in reply)
+    return ReleaseStep(
+        released, cost, respaced, None if next_us < 0 else next_us, now_us, budget_dead
+    )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -108,6 +108,12 @@ MAX_ATTEMPTS = 1000
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF_BASE_MS = 1_000
 DEFAULT_BACKOFF_MAX_MS = 60_000
+DEFAULT_MAX_RETRY_AFTER_MS = 3_600_000
+#: Error kinds in ``retry_on``: a kind, a pattern ending in ``xx`` (``http_5xx`` matches
+#: ``http_503``), or ``*`` for every kind.
+ERROR_KIND = re.compile(r"\*|[A-Za-z0-9_.:\-]{1,64}")
+JITTER_CODES = {"none": 0, "full": 1, "equal": 2, "decorrelated": 3}
+PAUSE_CODES = {"dependency": 0, "scope": 1, "none": 2}
 
 #: Name of the scopes section that holds the limits every scope gets by default.
 DEFAULT_SCOPE = "default"
@@ -279,12 +285,17 @@ class ScopeLimits(BaseModel):
     weight: _Weight = 1.0
 
 
-class RetryPolicy(BaseModel):
-    """What happens after a failed attempt. Durations in milliseconds.
+Jitter = Literal["full", "equal", "decorrelated", "none"]
+PauseScope = Literal["dependency", "scope", "none"]
 
-    A failed attempt (an error report, or a lease that expired) is retried while
-    ``attempt < max_attempts``, after ``min(base * factor ** (attempt - 1), max)``; then the
-    job is dead-lettered. See :func:`janus.retry.backoff_ms`.
+
+class AttemptPolicy(BaseModel):
+    """Which failures are retried, how often and after how long (per dependency, and
+    optionally per scope). Durations in milliseconds.
+
+    A failed attempt whose error kind matches ``retry_on`` (a lease that expired always
+    does) is retried while ``attempt < max_attempts`` after :func:`janus.retry.backoff_ms`;
+    otherwise the job is dead-lettered.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -293,6 +304,56 @@ class RetryPolicy(BaseModel):
     backoff_base_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = DEFAULT_BACKOFF_BASE_MS
     backoff_factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
     backoff_max_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = DEFAULT_BACKOFF_MAX_MS
+    jitter: Jitter = "full"
+    retry_on: tuple[str, ...] = ("*",)
+
+
+class RetryBudget(BaseModel):
+    """Retries may not exceed ``ratio`` x first attempts + ``min_per_second`` x seconds.
+
+    A token bucket: each first attempt released deposits ``ratio`` tokens, time deposits
+    ``min_per_second``, each retry released withdraws one; it holds at most ``window`` worth
+    of deposits. A retry that finds it empty waits (it is not dropped) up to ``max_wait_ms``
+    past its due time, then is dead-lettered with ``retry_budget_exhausted``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ratio: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = 0.1
+    min_per_second: Annotated[float, Field(ge=0, le=MAX_RATE, allow_inf_nan=False)] = 1.0
+    max_wait_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = 600_000
+    window_ms: Annotated[int, Field(ge=1000, le=MAX_DURATION_MS)] = 10_000
+
+
+class RetryPolicy(AttemptPolicy):
+    """The dependency-wide retry rules: :class:`AttemptPolicy` plus the budget and how a
+    worker's Retry-After is applied (capped at ``max_retry_after_ms``; it pauses releases
+    for the whole dependency, only the job's scope, or nothing but that job)."""
+
+    budget: RetryBudget | None = Field(default_factory=RetryBudget)
+    max_retry_after_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = DEFAULT_MAX_RETRY_AFTER_MS
+    pause_on_retry_after: PauseScope = "dependency"
+
+
+class CircuitPolicy(BaseModel):
+    """A circuit breaker per dependency. Durations in milliseconds.
+
+    Closed -> open when, over the last ``window_ms``, at least ``min_requests`` outcomes were
+    seen and the share of failures exceeds ``failure_ratio``. Open: nothing is released
+    for ``open_for_ms`` (doubling on each consecutive open, up to ``open_for_max_ms``).
+    Then half-open: ``half_open_probes`` jobs are released; if they all succeed it closes,
+    any failure opens it again. Failures are reports whose error kind is retryable and
+    expired leases; other error kinds are the job's fault, not the dependency's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    failure_ratio: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    min_requests: Annotated[int, Field(ge=1, le=10**9)] = 20
+    window_ms: Annotated[int, Field(ge=100, le=MAX_DURATION_MS)] = 10_000
+    open_for_ms: Annotated[int, Field(ge=1, le=MAX_DURATION_MS)] = 5_000
+    open_for_max_ms: Annotated[int, Field(ge=1, le=MAX_DURATION_MS)] = 60_000
+    half_open_probes: Annotated[int, Field(ge=1, le=10_000)] = 3
 
 
 class DependencyPolicy(BaseModel):
@@ -313,6 +374,8 @@ class DependencyPolicy(BaseModel):
     default_scope: ScopeLimits
     scope_overrides: dict[str, ScopeLimits] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    scope_retry: dict[str, AttemptPolicy] = Field(default_factory=dict)
+    circuit: CircuitPolicy | None = None
 
     @model_validator(mode="after")
     def _max_cost_fits(self) -> DependencyPolicy:
@@ -399,25 +462,72 @@ class _RawScope(BaseModel):
     rate: _Rate | None = None
     burst: _Burst | None = None
     weight: _Weight | None = None
+    retry: _RawAttempts | None = None
+
+
+def _error_kinds(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise PydanticCustomError("kinds", "must be a non-empty list of error kinds", {})
+    for kind in value:
+        if not isinstance(kind, str) or not ERROR_KIND.fullmatch(kind):
+            raise PydanticCustomError(
+                "kind",
+                "invalid error kind '{kind}': use 1-64 characters from [A-Za-z0-9_.:-], "
+                "a pattern ending in xx (http_5xx), or *",
+                {"kind": kind},
+            )
+    return tuple(value)
 
 
 class _RawBackoff(BaseModel):
-    """``retry.backoff`` as written."""
+    """``retry.backoff`` as written; omitted fields inherit (scope overrides) or default."""
 
     model_config = _RAW
 
-    base: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_BACKOFF_BASE_MS
-    factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 2.0
-    max: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_BACKOFF_MAX_MS
+    base: Annotated[int, BeforeValidator(_duration(0))] | None = None
+    factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] | None = None
+    max: Annotated[int, BeforeValidator(_duration(0))] | None = None
+    jitter: Jitter | None = None
 
 
-class _RawRetry(BaseModel):
+class _RawAttempts(BaseModel):
+    """The part of ``retry:`` a scope override may set."""
+
+    model_config = _RAW
+
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] | None = None
+    backoff: _RawBackoff | None = None
+    retry_on: Annotated[tuple[str, ...], BeforeValidator(_error_kinds)] | None = None
+
+
+class _RawBudget(BaseModel):
+    model_config = _RAW
+
+    ratio: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = 0.1
+    min_per_second: Annotated[float, Field(ge=0, le=MAX_RATE, allow_inf_nan=False)] = 1.0
+    max_wait: Annotated[int, BeforeValidator(_duration(0))] = 600_000
+    window: Annotated[int, BeforeValidator(_duration(1000))] = 10_000
+
+
+class _RawRetry(_RawAttempts):
     """``retry:`` as written."""
 
+    budget: _RawBudget | Literal[False] | None = None
+    max_retry_after: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_MAX_RETRY_AFTER_MS
+    pause_on_retry_after: PauseScope = "dependency"
+
+
+class _RawCircuit(BaseModel):
+    """``circuit:`` as written."""
+
     model_config = _RAW
 
-    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = DEFAULT_MAX_ATTEMPTS
-    backoff: _RawBackoff | None = None
+    failure_ratio: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    min_requests: Annotated[int, Field(ge=1, le=10**9)] = 20
+    window: Annotated[int, BeforeValidator(_duration(100))] = 10_000
+    open_for: Annotated[int, BeforeValidator(_duration(1))] = 5_000
+    open_for_max: Annotated[int, BeforeValidator(_duration(1))] | None = None
+    half_open_probes: Annotated[int, Field(ge=1, le=10_000)] = 3
 
 
 class _RawDependency(BaseModel):
@@ -435,9 +545,41 @@ class _RawDependency(BaseModel):
     max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
     scopes: dict[str, _RawScope] | None = None
     retry: _RawRetry | None = None
+    circuit: _RawCircuit | None = None
 
 
 # --------------------------------------------------------------------------- YAML loading
+
+
+def _attempts(
+    raw: _RawAttempts,
+    parent: AttemptPolicy,
+    field: str,
+    file: str,
+    name: str,
+    found: list[PolicyIssue],
+) -> AttemptPolicy:
+    """Resolve a retry section (or a scope's) over ``parent``: omitted fields inherit."""
+    b = raw.backoff or _RawBackoff()
+    resolved = AttemptPolicy(
+        max_attempts=parent.max_attempts if raw.max_attempts is None else raw.max_attempts,
+        backoff_base_ms=parent.backoff_base_ms if b.base is None else b.base,
+        backoff_factor=parent.backoff_factor if b.factor is None else b.factor,
+        backoff_max_ms=parent.backoff_max_ms if b.max is None else b.max,
+        jitter=parent.jitter if b.jitter is None else b.jitter,
+        retry_on=parent.retry_on if raw.retry_on is None else raw.retry_on,
+    )
+    if resolved.backoff_max_ms < resolved.backoff_base_ms:
+        found.append(
+            PolicyIssue(
+                file,
+                name,
+                f"{field}.backoff.max",
+                f"max {format_duration_ms(resolved.backoff_max_ms)} is below base "
+                f"{format_duration_ms(resolved.backoff_base_ms)}",
+            )
+        )
+    return resolved
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -599,16 +741,43 @@ def _resolve(
         found.append(PolicyIssue(file, name, "max_cost", _cannot_fit(raw.max_cost, where, limit)))
 
     raw_retry = raw.retry or _RawRetry()
-    backoff = raw_retry.backoff or _RawBackoff()
-    if backoff.max < backoff.base:
+    retry = _attempts(raw_retry, AttemptPolicy(), "retry", file, name, found)
+    scope_retry: dict[str, AttemptPolicy] = {}
+    for scope, raw_scope in scopes.items():
+        if raw_scope.retry is not None:
+            field = f"scopes.{_label(scope)}.retry"
+            scope_retry[scope] = _attempts(raw_scope.retry, retry, field, file, name, found)
+    if section.retry is not None:
         found.append(
             PolicyIssue(
                 file,
                 name,
-                "retry.backoff.max",
-                f"max {format_duration_ms(backoff.max)} is below base "
-                f"{format_duration_ms(backoff.base)}",
+                f"scopes.{DEFAULT_SCOPE}.retry",
+                "set the default retry rules under the dependency's own retry: section",
             )
+        )
+    budget = raw_retry.budget
+    circuit = None
+    if raw.circuit is not None:
+        c = raw.circuit
+        open_max = c.open_for_max if c.open_for_max is not None else max(c.open_for * 12, 60_000)
+        if open_max < c.open_for:
+            found.append(
+                PolicyIssue(
+                    file,
+                    name,
+                    "circuit.open_for_max",
+                    f"open_for_max {format_duration_ms(open_max)} is below open_for "
+                    f"{format_duration_ms(c.open_for)}",
+                )
+            )
+        circuit = CircuitPolicy(
+            failure_ratio=c.failure_ratio,
+            min_requests=c.min_requests,
+            window_ms=c.window,
+            open_for_ms=c.open_for,
+            open_for_max_ms=max(open_max, c.open_for),
+            half_open_probes=c.half_open_probes,
         )
 
     if found:
@@ -616,11 +785,24 @@ def _resolve(
         return None
     return DependencyPolicy(
         retry=RetryPolicy(
-            max_attempts=raw_retry.max_attempts,
-            backoff_base_ms=backoff.base,
-            backoff_factor=backoff.factor,
-            backoff_max_ms=backoff.max,
+            **retry.model_dump(),
+            budget=(
+                None
+                if budget is False
+                else RetryBudget(
+                    ratio=budget.ratio,
+                    min_per_second=budget.min_per_second,
+                    max_wait_ms=budget.max_wait,
+                    window_ms=budget.window,
+                )
+                if budget is not None
+                else RetryBudget()
+            ),
+            max_retry_after_ms=raw_retry.max_retry_after,
+            pause_on_retry_after=raw_retry.pause_on_retry_after,
         ),
+        scope_retry=scope_retry,
+        circuit=circuit,
         rate=raw.rate,
         burst=raw.burst,
         max_in_flight=raw.max_in_flight,
@@ -844,6 +1026,8 @@ class CompiledPolicy:
     fields: dict[str, int]
     scopes: dict[str, str]
     digest: str
+    texts: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Text fields of the policy hash: ``retry_on`` and per-scope ``retry:<scope>`` rules."""
 
 
 def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
@@ -890,15 +1074,38 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
     if issues:
         raise PolicyError(issues)
     fields["scope_overrides"] = len(scopes)  # lets the scripts skip the lookup when zero
-    fields["retry_max_attempts"] = policy.retry.max_attempts
-    fields["backoff_base_ms"] = policy.retry.backoff_base_ms
-    fields["backoff_factor_milli"] = round(policy.retry.backoff_factor * 1000)
-    fields["backoff_max_ms"] = policy.retry.backoff_max_ms
+    r = policy.retry
+    fields["retry_max_attempts"] = r.max_attempts
+    fields["backoff_base_ms"] = r.backoff_base_ms
+    fields["backoff_factor_milli"] = round(r.backoff_factor * 1000)
+    fields["backoff_max_ms"] = r.backoff_max_ms
+    fields["backoff_jitter"] = JITTER_CODES[r.jitter]
+    fields["max_retry_after_ms"] = r.max_retry_after_ms
+    fields["pause_on_retry_after"] = PAUSE_CODES[r.pause_on_retry_after]
+    fields["budget_enabled"] = int(r.budget is not None)
+    if r.budget is not None:
+        fields["budget_ratio_milli"] = round(r.budget.ratio * 1000)
+        fields["budget_mps_milli"] = round(r.budget.min_per_second * 1000)
+        fields["budget_max_wait_ms"] = r.budget.max_wait_ms
+        fields["budget_window_ms"] = r.budget.window_ms
+    fields["circuit_enabled"] = int(policy.circuit is not None)
+    if policy.circuit is not None:
+        c = policy.circuit
+        fields["circuit_failure_milli"] = round(c.failure_ratio * 1000)
+        fields["circuit_min_requests"] = c.min_requests
+        fields["circuit_window_ms"] = c.window_ms
+        fields["circuit_open_ms"] = c.open_for_ms
+        fields["circuit_open_max_ms"] = c.open_for_max_ms
+        fields["circuit_probes"] = c.half_open_probes
+    texts = {"retry_on": ",".join(r.retry_on)}
+    for scope, attempts in sorted(policy.scope_retry.items()):
+        texts[f"retry:{encode_part(scope)}"] = attempt_text(attempts)
     canonical = json.dumps(
         {
             "version": _COMPILE_VERSION,
             "dependency": name,
             "fields": fields,
+            "texts": texts,
             "scopes": scopes,
             "names": names,
         },
@@ -907,7 +1114,23 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
         ensure_ascii=True,
     )
     digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
-    return CompiledPolicy(dependency=name, fields=fields, scopes=scopes, digest=digest)
+    return CompiledPolicy(dependency=name, fields=fields, scopes=scopes, digest=digest, texts=texts)
+
+
+def attempt_text(a: AttemptPolicy) -> str:
+    """A scope's retry rules as the scripts read them (the policy hash field
+    ``retry:<scope>``): max_attempts base_ms factor_milli max_ms jitter_code retry_on."""
+    return " ".join(
+        str(v)
+        for v in (
+            a.max_attempts,
+            a.backoff_base_ms,
+            round(a.backoff_factor * 1000),
+            a.backoff_max_ms,
+            JITTER_CODES[a.jitter],
+            ",".join(a.retry_on),
+        )
+    )
 
 
 # --------------------------------------------------------------------------- describe
@@ -944,12 +1167,46 @@ def describe(policy: DependencyPolicy) -> dict[str, object]:
     for scope in sorted(policy.scope_overrides):
         scopes[scope] = _describe_scope(policy.scope_overrides[scope])
     summary["scopes"] = scopes
-    summary["retry"] = {
-        "max_attempts": policy.retry.max_attempts,
-        "backoff": {
-            "base": format_duration_ms(policy.retry.backoff_base_ms),
-            "factor": policy.retry.backoff_factor,
-            "max": format_duration_ms(policy.retry.backoff_max_ms),
-        },
-    }
+    r = policy.retry
+    retry: dict[str, object] = _describe_attempts(r)
+    retry["budget"] = (
+        "off"
+        if r.budget is None
+        else {
+            "ratio": r.budget.ratio,
+            "min_per_second": r.budget.min_per_second,
+            "max_wait": format_duration_ms(r.budget.max_wait_ms),
+            "window": format_duration_ms(r.budget.window_ms),
+        }
+    )
+    retry["max_retry_after"] = format_duration_ms(r.max_retry_after_ms)
+    retry["pause_on_retry_after"] = r.pause_on_retry_after
+    summary["retry"] = retry
+    for scope, attempts in sorted(policy.scope_retry.items()):
+        entry = scopes[scope]
+        if isinstance(entry, dict):
+            entry["retry"] = _describe_attempts(attempts)
+    if policy.circuit is not None:
+        c = policy.circuit
+        summary["circuit"] = {
+            "failure_ratio": c.failure_ratio,
+            "min_requests": c.min_requests,
+            "window": format_duration_ms(c.window_ms),
+            "open_for": format_duration_ms(c.open_for_ms),
+            "open_for_max": format_duration_ms(c.open_for_max_ms),
+            "half_open_probes": c.half_open_probes,
+        }
     return summary
+
+
+def _describe_attempts(a: AttemptPolicy) -> dict[str, object]:
+    return {
+        "max_attempts": a.max_attempts,
+        "backoff": {
+            "base": format_duration_ms(a.backoff_base_ms),
+            "factor": a.backoff_factor,
+            "max": format_duration_ms(a.backoff_max_ms),
+            "jitter": a.jitter,
+        },
+        "retry_on": list(a.retry_on),
+    }

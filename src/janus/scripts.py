@@ -69,7 +69,7 @@ def _check_names(
 
 
 _STATE_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream")
-_OUTCOME_KEYS = ("policy", "state", "delayed", "inflight", "stream", "dead", "wake")
+_OUTCOME_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream", "dead", "wake")
 
 SPECS: dict[str, ScriptSpec] = {
     "submit": ScriptSpec(
@@ -80,7 +80,7 @@ SPECS: dict[str, ScriptSpec] = {
     ),
     "release": ScriptSpec(
         "release",
-        keys=_STATE_KEYS,
+        keys=(*_STATE_KEYS, "dead"),
         argv=("job_prefix", "scope_prefix", "now_us", "max_steps"),
     ),
     "start": ScriptSpec(
@@ -112,12 +112,13 @@ SPECS: dict[str, ScriptSpec] = {
             "error",
             "retry_after_ms",
             "detail",
+            "scope_prefix",
         ),
     ),
     "reclaim": ScriptSpec(
         "reclaim",
         keys=_OUTCOME_KEYS,
-        argv=("job_prefix", "now_us", "max_steps"),
+        argv=("job_prefix", "now_us", "max_steps", "scope_prefix"),
     ),
     "apply_policy": ScriptSpec(
         "apply_policy",

@@ -191,7 +191,8 @@ class Store:
         """Install one dependency's policy; returns (version, changed)."""
         k = self.keys(compiled.dependency)
         rest: list[Arg] = []
-        for name, value in sorted(compiled.fields.items()):
+        pairs: list[tuple[str, Arg]] = [*compiled.fields.items(), *compiled.texts.items()]
+        for name, value in sorted(pairs):
             rest += [name, value]
         rest.append(len(compiled.scopes))
         for enc, packed in sorted(compiled.scopes.items()):
@@ -200,7 +201,7 @@ class Store:
             version, changed = self._run(
                 "apply_policy",
                 {"policy": k.policy, "scopes": k.scopes},
-                {"digest": compiled.digest, "field_count": len(compiled.fields)},
+                {"digest": compiled.digest, "field_count": len(pairs)},
                 rest,
             )
             # The registry lives in another slot; it is only a directory for coordinators
@@ -242,7 +243,7 @@ class Store:
         with guard(f"releasing due work of {dependency!r}"):
             return self._run(
                 "release",
-                self._state_keys(k),
+                {**self._state_keys(k), "dead": k.dead},
                 {
                     "job_prefix": k.job_prefix,
                     "scope_prefix": k.scope_prefix,
@@ -256,6 +257,7 @@ class Store:
     def _outcome_keys(self, k: Keys) -> dict[str, str]:
         return {
             "policy": k.policy,
+            "scopes": k.scopes,
             "state": k.state,
             "delayed": k.delayed,
             "inflight": k.inflight,
@@ -392,6 +394,7 @@ class Store:
                     "error": error,
                     "retry_after_ms": retry_after_ms,
                     "detail": detail,
+                    "scope_prefix": k.scope_prefix,
                 },
             )
 
@@ -401,7 +404,12 @@ class Store:
             return self._run(
                 "reclaim",
                 self._outcome_keys(k),
-                {"job_prefix": k.job_prefix, "now_us": _now(now_us), "max_steps": max_steps},
+                {
+                    "job_prefix": k.job_prefix,
+                    "now_us": _now(now_us),
+                    "max_steps": max_steps,
+                    "scope_prefix": k.scope_prefix,
+                },
             )
 
     def job(self, dependency: str, job_id: str) -> dict[bytes, bytes]:

@@ -23,7 +23,7 @@ pay:
   max_wait: 60s
   lease: 10s
   retention: 1h
-  retry: {max_attempts: 3, backoff: {base: 1s, factor: 2, max: 60s}}
+  retry: {max_attempts: 3, backoff: {base: 1s, factor: 2, max: 60s, jitter: none}}
 """
 
 

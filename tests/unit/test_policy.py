@@ -770,7 +770,71 @@ def test_compile_fields_names_and_values() -> None:
         "backoff_base_ms": 1000,
         "backoff_factor_milli": 2000,
         "backoff_max_ms": 60000,
+        "backoff_jitter": 1,
+        "max_retry_after_ms": 3_600_000,
+        "pause_on_retry_after": 0,
+        "budget_enabled": 1,
+        "budget_ratio_milli": 100,
+        "budget_mps_milli": 1000,
+        "budget_max_wait_ms": 600_000,
+        "budget_window_ms": 10_000,
+        "circuit_enabled": 0,
     }
+    assert compiled.texts == {"retry_on": "*"}
+
+
+def test_compile_retry_circuit_and_scope_retry() -> None:
+    """Retry rules, budget, circuit and per-scope retry overrides compile to the fields the
+    scripts read; a scope override inherits what it does not set."""
+    text = dep(
+        MINIMAL + "retry:\n"
+        "  max_attempts: 5\n"
+        "  backoff: {base: 200ms, factor: 2, max: 30s, jitter: decorrelated}\n"
+        "  retry_on: [timeout, http_5xx]\n"
+        "  budget: {ratio: 0.2, min_per_second: 2, max_wait: 1m, window: 30s}\n"
+        "  max_retry_after: 10m\n"
+        "  pause_on_retry_after: scope\n"
+        "circuit: {failure_ratio: 0.25, min_requests: 10, window: 5s, open_for: 2s}\n"
+        "scopes:\n"
+        "  batch:\n"
+        "    retry: {max_attempts: 2, retry_on: [timeout]}\n"
+    )
+    c = compile_policy("payments", load_one(text))
+    f = c.fields
+    assert (f["retry_max_attempts"], f["backoff_base_ms"], f["backoff_jitter"]) == (5, 200, 3)
+    assert (f["budget_ratio_milli"], f["budget_mps_milli"], f["budget_window_ms"]) == (
+        200,
+        2000,
+        30_000,
+    )
+    assert (f["max_retry_after_ms"], f["pause_on_retry_after"]) == (600_000, 1)
+    assert (f["circuit_enabled"], f["circuit_failure_milli"], f["circuit_open_ms"]) == (
+        1,
+        250,
+        2000,
+    )
+    assert f["circuit_open_max_ms"] == 60_000 and f["circuit_probes"] == 3
+    assert c.texts == {"retry_on": "timeout,http_5xx", "retry:batch": "2 200 2000 30000 3 timeout"}
+
+
+def test_budget_can_be_switched_off_and_bad_retry_rules_are_errors() -> None:
+    """budget: false disables the budget; bad kinds, jitter and pause values are errors."""
+    off = load_one(dep(MINIMAL + "retry: {budget: false}\n"))
+    assert off.retry.budget is None
+    issues = issues_of(
+        dep(
+            MINIMAL + "retry:\n  retry_on: ['http 500']\n  backoff: {jitter: sometimes}\n"
+            "  pause_on_retry_after: fleet\n"
+            "circuit: {failure_ratio: 0, open_for: 10s, open_for_max: 1s}\n"
+            "scopes:\n  default: {retry: {max_attempts: 2}}\n"
+        )
+    )
+    fields = sorted(i.field for i in issues)
+    assert "retry.retry_on" in fields
+    assert "retry.backoff.jitter" in fields
+    assert "retry.pause_on_retry_after" in fields
+    assert "circuit.failure_ratio" in fields
+    assert any("invalid error kind 'http 500'" in i.message for i in issues)
 
 
 def test_compile_scopes_are_encoded_overrides() -> None:
@@ -890,7 +954,14 @@ def test_describe_example_payments() -> None:
             "default": {"rate": "10/s", "burst": 10, "weight": 1.0},
             "tenant-vip": {"rate": "15/s", "burst": 15, "weight": 2.0},
         },
-        "retry": {"max_attempts": 3, "backoff": {"base": "1s", "factor": 2.0, "max": "1m"}},
+        "retry": {
+            "max_attempts": 3,
+            "backoff": {"base": "1s", "factor": 2.0, "max": "1m", "jitter": "full"},
+            "retry_on": ["*"],
+            "budget": {"ratio": 0.1, "min_per_second": 1.0, "max_wait": "10m", "window": "10s"},
+            "max_retry_after": "1h",
+            "pause_on_retry_after": "dependency",
+        },
     }
 
 

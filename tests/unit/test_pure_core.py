@@ -51,8 +51,8 @@ def test_malformed_submit_reply_is_a_protocol_error(reply: object) -> None:
 
 def test_release_reply() -> None:
     """-1 for next_us means the queue is empty."""
-    assert parse_release([1, 2, 0, -1, 5]).next_us is None
-    assert parse_release([1, 2, 0, 7, 5]).next_us == 7
+    assert parse_release([1, 2, 0, -1, 5, 0]).next_us is None
+    assert parse_release([1, 2, 0, 7, 5, 1]).budget_dead == 1
     with pytest.raises(ProtocolError):
         parse_release([1, 2])
 
