@@ -51,9 +51,25 @@ def keys_under(client: redis.Redis | redis.RedisCluster, prefix: str) -> list[by
     return sorted(set(found))
 
 
-def snapshot(client: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, bytes | None]:
-    """Every key under ``prefix`` with its serialized value (DUMP): equal snapshots = no write."""
-    return {key: client.dump(key) for key in keys_under(client, prefix)}
+def _value(client: redis.Redis | redis.RedisCluster, key: bytes) -> object:
+    kind = client.type(key)
+    if kind == b"hash":
+        return sorted(client.hgetall(key).items())
+    if kind == b"zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    if kind == b"stream":
+        return client.xrange(key)
+    if kind == b"list":
+        return client.lrange(key, 0, -1)
+    if kind == b"set":
+        return sorted(client.smembers(key))
+    return client.get(key)
+
+
+def snapshot(client: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, object]:
+    """Every key under ``prefix`` with its logical content: equal snapshots = no write.
+    (Not DUMP: a large hash's serialization order can change without a write.)"""
+    return {key: _value(client, key) for key in keys_under(client, prefix)}
 
 
 @contextmanager
@@ -62,7 +78,8 @@ def unchanged(client: redis.Redis | redis.RedisCluster, prefix: str) -> Iterator
     before = snapshot(client, prefix)
     yield
     after = snapshot(client, prefix)
-    assert after == before, f"keys changed: {sorted(set(after) ^ set(before))[:5]}"
+    changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
+    assert after == before, f"keys changed: {changed[:5]}"
 
 
 def raw_client(url: str) -> redis.Redis | redis.RedisCluster:

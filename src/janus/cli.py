@@ -6,6 +6,9 @@ import json
 import logging
 import signal
 import sys
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
 from types import FrameType
 
 import click
@@ -13,8 +16,9 @@ import click
 from janus import doctor
 from janus.client import Janus
 from janus.coordinator import Coordinator
+from janus.decisions import DeadLetter
 from janus.errors import JanusError, PolicyError
-from janus.policy import PolicySet, describe, load_policies
+from janus.policy import PolicySet, describe, load_policies, parse_duration_ms
 from janus.worker import load_handler
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -186,6 +190,159 @@ def job(dependency: str, job_id: str, url: str, prefix: str) -> None:
     data = dict(info.__dict__)
     data["payload"] = info.payload.decode("utf-8", "replace")
     click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list, show, replay through admission, purge."""
+
+
+def _dlq_filters(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option("--scope", default=None, help="Only this scope (tenant).")(f)
+    f = click.option("--job-id", default=None, help="Only this job id.")(f)
+    f = click.option(
+        "--since",
+        default=None,
+        help="Only dead letters newer than this: a duration ago (10m, 2h, 1d) or an ISO time.",
+    )(f)
+    return f
+
+
+def _since_ms(jn: Janus, since: str | None) -> int | None:
+    if since is None:
+        return None
+    try:
+        return jn.store.time_us() // 1000 - parse_duration_ms(since)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        raise click.BadParameter(
+            f"{since!r} is neither a duration (10m) nor an ISO time", param_hint="--since"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _select(
+    jn: Janus, dependency: str, scope: str | None, job_id: str | None, since: str | None
+) -> list[DeadLetter]:
+    return jn.dead_letters(dependency, scope=scope, job_id=job_id, since_ms=_since_ms(jn, since))
+
+
+@dlq.command("list")
+@click.argument("dependency")
+@_dlq_filters
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1))
+@redis_option
+@prefix_option
+def dlq_list(
+    dependency: str,
+    scope: str | None,
+    job_id: str | None,
+    since: str | None,
+    limit: int,
+    url: str,
+    prefix: str,
+) -> None:
+    """List dead letters, oldest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _client(url, prefix) as jn:
+        letters = _select(jn, dependency, scope, job_id, since)
+    table = Table("entry", "job id", "scope", "reason", "attempts", "last error", "dead at (UTC)")
+    for d in letters[:limit]:
+        when = datetime.fromtimestamp(d.dead_ms / 1000, tz=timezone.utc).strftime("%F %T")
+        table.add_row(d.entry_id, d.job_id, d.scope, d.reason, str(d.attempts), d.error, when)
+    Console().print(table)
+    click.echo(
+        f"{len(letters)} dead letter(s)"
+        + (f", first {limit} shown" if len(letters) > limit else "")
+    )
+
+
+@dlq.command("show")
+@click.argument("dependency")
+@_dlq_filters
+@redis_option
+@prefix_option
+def dlq_show(
+    dependency: str, scope: str | None, job_id: str | None, since: str | None, url: str, prefix: str
+) -> None:
+    """Print the selected dead letters in full (payload, every attempt) as JSON lines."""
+    with _client(url, prefix) as jn:
+        letters = _select(jn, dependency, scope, job_id, since)
+    for d in letters:
+        data = dict(d.__dict__)
+        data["payload"] = d.payload.decode("utf-8", "replace")
+        click.echo(json.dumps(data, sort_keys=True))
+
+
+def _require_selection(
+    scope: str | None, job_id: str | None, since: str | None, all_: bool
+) -> None:
+    if not (scope or job_id or since or all_):
+        raise click.UsageError(
+            "select dead letters with --scope, --job-id or --since, or pass --all"
+        )
+
+
+@dlq.command("replay")
+@click.argument("dependency")
+@_dlq_filters
+@click.option("--all", "all_", is_flag=True, help="Every dead letter of the dependency.")
+@redis_option
+@prefix_option
+def dlq_replay(
+    dependency: str,
+    scope: str | None,
+    job_id: str | None,
+    since: str | None,
+    all_: bool,
+    url: str,
+    prefix: str,
+) -> None:
+    """Send dead-lettered jobs back through admission (attempts reset, history kept).
+    The dead letters stay until purged; replaying one twice does nothing."""
+    _require_selection(scope, job_id, since, all_)
+    with _client(url, prefix) as jn:
+        result = jn.replay(dependency, _select(jn, dependency, scope, job_id, since))
+    counts = Counter(result.values())
+    click.echo(
+        ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing selected"
+    )
+    if counts.get("unknown_dependency"):
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@click.argument("dependency")
+@_dlq_filters
+@click.option("--all", "all_", is_flag=True, help="Every dead letter of the dependency.")
+@click.option("--yes", is_flag=True, help="Do it (purging cannot be undone).")
+@redis_option
+@prefix_option
+def dlq_purge(
+    dependency: str,
+    scope: str | None,
+    job_id: str | None,
+    since: str | None,
+    all_: bool,
+    yes: bool,
+    url: str,
+    prefix: str,
+) -> None:
+    """Delete the selected dead letters for good."""
+    _require_selection(scope, job_id, since, all_)
+    with _client(url, prefix) as jn:
+        letters = _select(jn, dependency, scope, job_id, since)
+        if not yes:
+            click.echo(f"{len(letters)} dead letter(s) selected; add --yes to delete them")
+            sys.exit(1)
+        click.echo(f"purged {jn.purge(dependency, letters)} dead letter(s)")
 
 
 @main.command("doctor")

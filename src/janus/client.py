@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
-from janus.decisions import Decision, JobInfo, parse_job, parse_submit
+from janus.decisions import (
+    DeadLetter,
+    Decision,
+    JobInfo,
+    parse_dead_letter,
+    parse_job,
+    parse_submit,
+)
 from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
 from janus.keys import check_dependency, check_user_name, encode_part
 from janus.policy import PolicySet, compile_policy
@@ -197,6 +204,53 @@ class Janus:
         check_user_name("job_id", job_id)
         raw = self.store.job(dependency, job_id)
         return parse_job(dependency, raw) if raw else None
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def dead_letters(
+        self,
+        dependency: str,
+        *,
+        scope: str | None = None,
+        job_id: str | None = None,
+        since_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        """Dead letters of ``dependency``, oldest first, filtered by scope, job id and time
+        (``since_ms``: Redis time in ms). Reading changes nothing."""
+        self._check_dependency(dependency)
+        start = "-" if since_ms is None else f"{since_ms}-0"
+        out: list[DeadLetter] = []
+        for entry_id, fields in self.store.dead_letters(dependency, start=start):
+            letter = parse_dead_letter(dependency, entry_id, fields)
+            if scope is not None and letter.scope != scope:
+                continue
+            if job_id is not None and letter.job_id != job_id:
+                continue
+            out.append(letter)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def replay(self, dependency: str, letters: Iterable[DeadLetter]) -> dict[str, str]:
+        """Send dead-lettered jobs back through admission (attempts reset, history kept).
+        Returns entry id -> replayed | already_replayed | active | missing. The dead letters
+        stay until purged."""
+        self._check_dependency(dependency)
+        triples = [(d.entry_id, encode_part(d.job_id), encode_part(d.scope)) for d in letters]
+        out: dict[str, str] = {}
+        for i in range(0, len(triples), self.batch_size):
+            chunk = triples[i : i + self.batch_size]
+            for (entry_id, _, _), status in zip(
+                chunk, self.store.replay(dependency, chunk, self._now()), strict=True
+            ):
+                out[entry_id] = status
+        return out
+
+    def purge(self, dependency: str, letters: Iterable[DeadLetter]) -> int:
+        """Delete dead letters for good; returns how many were deleted."""
+        self._check_dependency(dependency)
+        return self.store.purge(dependency, [d.entry_id for d in letters])
 
     def status(self, dependency: str) -> DependencyStatus:
         check_dependency(dependency)

@@ -231,3 +231,41 @@ def parse_job(dependency: str, raw: dict[bytes, bytes]) -> JobInfo:
         last_error=error.decode(errors="replace") if error else None,
         history=history,
     )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One entry of a dependency's dead-letter stream."""
+
+    entry_id: str
+    dependency: str
+    job_id: str
+    scope: str
+    cost: int
+    reason: str
+    """attempts_exhausted | not_retryable | retry_budget_exhausted"""
+    attempts: int
+    error: str
+    dead_ms: int
+    payload: bytes
+    history: list[dict[str, object]]
+
+
+def parse_dead_letter(dependency: str, entry_id: str, f: dict[bytes, bytes]) -> DeadLetter:
+    def text(name: str) -> str:
+        return f.get(name.encode(), b"").decode("utf-8", "replace")
+
+    history = json.loads(f[b"history"]) if f.get(b"history") else []
+    return DeadLetter(
+        entry_id=entry_id,
+        dependency=dependency,
+        job_id=text("id"),
+        scope=text("scope"),
+        cost=int(f.get(b"cost", b"1")),
+        reason=text("reason"),
+        attempts=int(f.get(b"attempts", b"0")),
+        error=text("error"),
+        dead_ms=int(f.get(b"dead_ms", b"0")),
+        payload=f.get(b"payload", b""),
+        history=history if isinstance(history, list) else [],
+    )

@@ -12,6 +12,7 @@ Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
     P:{D}:inflight               zset    released jobs, score = lease deadline in milliseconds
     P:{D}:stream                 stream  released work, read by workers (acked entries deleted)
     P:{D}:dead                   stream  dead letters: job, payload, every attempt's outcome
+    P:{D}:replayed               hash    dead-letter entry id -> when it was replayed (ms)
     P:{D}:wake                   list    at most one element: "coordinator, look again"
 
 Cluster: every key of one dependency carries the hash tag ``{D}``, so each script touches
@@ -130,6 +131,10 @@ class Keys:
         return f"{self.base}:dead"
 
     @property
+    def replayed(self) -> str:
+        return f"{self.base}:replayed"
+
+    @property
     def wake(self) -> str:
         return f"{self.base}:wake"
 
@@ -157,6 +162,7 @@ class Keys:
             self.inflight,
             self.stream,
             self.dead,
+            self.replayed,
             self.wake,
         ]
 

@@ -120,6 +120,12 @@ SPECS: dict[str, ScriptSpec] = {
         keys=_OUTCOME_KEYS,
         argv=("job_prefix", "now_us", "max_steps", "scope_prefix"),
     ),
+    "replay": ScriptSpec(
+        "replay",
+        keys=("policy", "state", "delayed", "dead", "replayed", "wake"),
+        argv=("job_prefix", "now_us", "count", "entries"),
+        variadic=True,
+    ),
     "apply_policy": ScriptSpec(
         "apply_policy",
         keys=("policy", "scopes"),

@@ -418,15 +418,61 @@ class Store:
             return cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).job(job_id)))
 
     def dead_letters(
-        self, dependency: str, *, start: str = "-", count: int = 1000
+        self, dependency: str, *, start: str = "-", count: int | None = None
     ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """Entries of the dead-letter stream, oldest first."""
+        """Entries of the dead-letter stream from ``start`` (an id; "(" excludes it), oldest
+        first; all of them when ``count`` is None (read in pages)."""
+        key = self.keys(dependency).dead
+        out: list[tuple[str, dict[bytes, bytes]]] = []
+        page = 1000 if count is None else min(count, 1000)
         with guard(f"reading dead letters of {dependency!r}"):
-            rows = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                self.client.xrange(self.keys(dependency).dead, min=start, max="+", count=count),
+            while count is None or len(out) < count:
+                rows = cast(
+                    list[tuple[bytes, dict[bytes, bytes]]],
+                    self.client.xrange(key, min=start, max="+", count=page),
+                )
+                out.extend((eid.decode(), fields) for eid, fields in rows)
+                if len(rows) < page:
+                    break
+                start = "(" + rows[-1][0].decode()
+        return out if count is None else out[:count]
+
+    def replay(
+        self, dependency: str, entries: Sequence[tuple[str, str, str]], now_us: int | None
+    ) -> list[str]:
+        """replay.lua for (dead-letter entry id, job_enc, scope_enc) triples."""
+        k = self.keys(dependency)
+        rest: list[Arg] = []
+        for triple in entries:
+            rest.extend(triple)
+        with guard(f"replaying dead letters of {dependency!r}"):
+            reply = self._run(
+                "replay",
+                {
+                    "policy": k.policy,
+                    "state": k.state,
+                    "delayed": k.delayed,
+                    "dead": k.dead,
+                    "replayed": k.replayed,
+                    "wake": k.wake,
+                },
+                {"job_prefix": k.job_prefix, "now_us": _now(now_us), "count": len(entries)},
+                rest,
             )
-        return [(eid.decode(), fields) for eid, fields in rows]
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+
+    def purge(self, dependency: str, entry_ids: Sequence[str]) -> int:
+        """Delete dead letters (and their replay marks); returns how many were deleted."""
+        if not entry_ids:
+            return 0
+        k = self.keys(dependency)
+        deleted = 0
+        with guard(f"purging dead letters of {dependency!r}"):
+            for i in range(0, len(entry_ids), 1000):
+                chunk = list(entry_ids[i : i + 1000])
+                deleted += int(self.client.xdel(k.dead, *chunk))
+                self.client.hdel(k.replayed, *chunk)
+        return deleted
 
     # -- plain commands ------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+-- replay.lua: sends dead-lettered jobs back through admission, on an operator's request.
+--
+-- Each replayed job starts over (attempt 0, status scheduled, due now) with its payload,
+-- scope and cost from the dead letter and its history kept (plus a "replayed" entry); it
+-- then passes the same release-time limits as any job. The dead letter itself stays until
+-- purged; a per-dependency set of replayed entry ids makes a second replay of the same entry
+-- a no-op, and a job whose record is active again (resubmitted or replayed) is left alone.
+--
+-- KEYS[1] policy    hash    compiled limits (read only: must exist)
+-- KEYS[2] state     hash    queued_cost, queued_count, wake_at
+-- KEYS[3] delayed   zset    queued job ids, score = eligible time (us)
+-- KEYS[4] dead      stream  dead letters (read only)
+-- KEYS[5] replayed  hash    dead-letter entry id -> time it was replayed (ms)
+-- KEYS[6] wake      list    coordinator wake-up signal (at most one element)
+-- ARGV[1] job_prefix  string  key prefix of job records (carries the hash tag)
+-- ARGV[2] now_us      int     explicit time in microseconds, or "" to use Redis TIME
+-- ARGV[3] count       int     number of entries that follow
+-- ARGV[4...] entries  3 values per entry: dead-letter entry id, job_enc, scope_enc
+--
+-- Returns one status per entry: "replayed" | "missing" (no such dead letter) |
+-- "already_replayed" | "active" (the job id is in use again), or "unknown_dependency" for
+-- every entry when no policy is applied.
+-- Writes: job records, delayed, state, replayed, wake.
+
+--- @include "limits"
+--- @include "outcomes"
+
+local job_prefix = ARGV[1]
+local now = now_from(ARGV[2])
+local now_ms = ms_of(now)
+local count = tonumber(ARGV[3])
+local out = {}
+local policy = load_policy(KEYS[1])
+if not policy then
+  for i = 1, count do
+    out[i] = 'unknown_dependency'
+  end
+  return out
+end
+local ctx = new_ctx(policy, now, '', {policy = KEYS[1], state = KEYS[2], delayed = KEYS[3],
+  wake = KEYS[6]})
+load_state(ctx)
+local dirty = false
+for i = 1, count do
+  local base = 3 + (i - 1) * 3
+  local entry_id, job_enc, scope_enc = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local job_key = job_prefix .. job_enc
+  local found = redis.call('XRANGE', KEYS[4], entry_id, entry_id)
+  local status = redis.call('HGET', job_key, 'status')
+  if not found[1] then
+    out[i] = 'missing'
+  elseif redis.call('HEXISTS', KEYS[5], entry_id) == 1 then
+    out[i] = 'already_replayed'
+  elseif status and status ~= 'dead' and status ~= 'completed' then
+    out[i] = 'active'
+  else
+    local f = {}
+    local raw = found[1][2]
+    for j = 1, #raw, 2 do
+      f[raw[j]] = raw[j + 1]
+    end
+    local h = {}
+    if f.history and f.history ~= '' then
+      h = cjson.decode(f.history)
+    end
+    h[#h + 1] = {outcome = 'replayed', at_ms = now_ms, dead_letter = entry_id}
+    redis.call('DEL', job_key)
+    redis.call('HSET', job_key, 'id', f.id, 'scope', f.scope, 'scope_enc', scope_enc,
+      'cost', f.cost, 'payload', f.payload or '', 'attempt', 0, 'status', 'scheduled',
+      'submitted_ms', now_ms, 'not_before_ms', now_ms, 'history', cjson.encode(h))
+    redis.call('ZADD', KEYS[3], fmt(now), job_enc)
+    redis.call('HSET', KEYS[5], entry_id, now_ms)
+    ctx.queued_cost = ctx.queued_cost + tonumber(f.cost)
+    ctx.queued_count = ctx.queued_count + 1
+    dirty = true
+    out[i] = 'replayed'
+  end
+end
+if dirty then
+  save_state(ctx)
+  signal_wake(ctx, now)
+end
+return out
