@@ -4,6 +4,8 @@ budget, the circuit breaker, dead letters and replay."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from janus.client import Janus, Job
@@ -107,7 +109,7 @@ api:
         step = coord.step("api", clock.advance_ms(50))
         released_ms += [clock.now_ms] * step.released
     assert released_ms[0] >= paused_at + 2_000
-    gaps = [b - a for a, b in zip(released_ms, released_ms[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(released_ms)]
     assert min(gaps) >= 100, f"a catch-up burst after the pause: {released_ms[:6]}"
 
 
@@ -124,7 +126,7 @@ api:
     pause_on_retry_after: scope
     backoff: {jitter: none, base: 10ms}
 """
-    jn, clock, w, coord = _setup(redis_url, prefix, body)
+    jn, clock, w, _coord = _setup(redis_url, prefix, body)
     jn.submit("api", scope="noisy", job_id="x")
     (job,) = _fetch_all(w)
     out = w.fail(job, "http_429", retry_after_ms=3_600_000)
@@ -162,7 +164,7 @@ api:
     assert dead == 10 - len(retried)
     reasons = {d.reason for d in jn.dead_letters("api")}
     assert reasons == {"retry_budget_exhausted"}
-    assert all(b - a >= 990 for a, b in zip(retried, retried[1:], strict=False))
+    assert all(b - a >= 990 for a, b in itertools.pairwise(retried))
 
 
 def test_circuit_opens_holds_work_then_probes_and_closes(redis_url: str, prefix: str) -> None:
