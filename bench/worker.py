@@ -1,0 +1,1032 @@
+"""Worker benchmark: end-to-end throughput of submit -> release -> fetch -> complete.
+
+Run::
+
+    .venv/bin/python bench/worker.py [--cluster] [--quick]
+
+It starts ONE throwaway ``redis-server`` (or, with ``--cluster``, a 3-master cluster) through
+:mod:`janus.embedded`, never a Redis someone else runs, and a pool of 4 worker PROCESSES
+(``multiprocessing`` with the ``spawn`` start method), started once and reused by every run.
+
+**What is measured.** N jobs (100-byte payloads, 8 scopes) go through the whole life of a job
+with a no-op handler, for 1, 2 and 4 worker processes:
+
+* the producer (the main process) calls ``Janus.submit_many`` with batches of 500 (one
+  submit.lua call per batch) against a dependency whose limits never bind (rate 1e6/s, burst
+  1e9, no ``max_in_flight``, ``max_wait`` 1d, lease 60s): every job is released at submit;
+* each worker process runs the loop ``Worker.fetch(count=50, block_ms=100)`` (XREADGROUP +
+  one start.lua call per batch) then, per job, ``handler(job)`` and ``Worker.complete(job)``
+  (one complete.lua call per job). That is exactly what ``Worker.run`` does per job, minus
+  its thread pool and heartbeat thread: the pool would only add thread hand-offs, and with
+  a no-op handler and 60 s leases no heartbeat is ever sent. The workers are started (group
+  created, first XREADGROUP blocking) before the first submit, and consume while the producer
+  is still submitting.
+
+**Throughput** = N / (last complete - first submit), both read as Redis times from the job
+records after the run: ``min(submitted_ms)`` and ``max(finished_ms)`` (HMGET through a
+pipeline, only after the timed part). Each worker also notes its own clock after its last
+complete; the table shows that it agrees with ``finished_ms`` (Redis runs on this host, same
+clock). **Latency** = ``finished_ms - released_ms`` per job (released at submit, so this is
+also submit -> complete); it is dominated by the backlog, since one producer submits faster
+than the workers drain, and has no target. Nearest-rank percentiles, all runs pooled.
+
+**Baseline** (same run, same Redis, same worker processes, same payloads and job ids): bare
+Redis Streams. The producer XADDs the same fields (id, scope, cost, payload) through a redis-py
+pipeline (``transaction=False``), 500 XADDs per round trip like one submit_many batch; each
+worker runs ``XREADGROUP COUNT 50 BLOCK 100`` then one ``XACK`` per entry, one round trip
+per message like Janus's one complete per job. Its start time is the first entry id (Redis
+time at XADD); its end time is the latest worker clock reading after an XACK (XACK leaves no
+timestamp in Redis). This is the cheapest way to move the same jobs from one producer to
+competing consumers with at-least-once delivery and the same round-trip shape (one per 500
+submits, one per 50 fetches, one per job report), so the ratio Janus / bare is what
+admission, leases, fencing and job records cost end to end. The baseline has no admission,
+no job record, no lease and no fence: it is a floor, not a competitor. Informational
+variant: ``XACK`` + ``XDEL`` in one pipeline per message (complete.lua also deletes the entry).
+
+Clients: Janus's own (``janus.store.connect``: hiredis parser, timeouts, retries) for both
+sides, in every process. The three sides run in alternating order (bare, Janus, bare+XDEL)
+within each round and for each worker count; 3 rounds, the median of each side is reported
+(every run is listed in the notes). Figures per job: worker-process CPU (``process_time``),
+producer CPU, Redis CPU (``INFO cpu``), and time inside Redis per command (``INFO
+commandstats``). A last, single-process diagnostic phase calls each script alone to show
+where a job's time goes (submit.lua, start.lua, complete.lua vs XADD, XREADGROUP, XACK).
+
+The result table marks each ratio PASS or MISS against its target (>= 0.5); a MISS still
+exits 0 (this is a benchmark, not a test), any failure of the run itself exits non-zero. All
+worker processes and every redis-server started here are stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import queue
+import statistics
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster as ClusterClient
+
+from janus import scripts
+from janus.client import Janus, Job
+from janus.decisions import LeasedJob
+from janus.embedded import RedisCluster, RedisServer
+from janus.keys import Keys, encode_part
+from janus.policy import parse_policy_text
+from janus.store import AnyRedis, connect
+
+PREFIX = "janusbench"
+DEP = "work"
+GROUP = "bench"
+POLICY = f"""
+dependencies:
+  {DEP}:                  # limits that never bind: every job is released at submit
+    rate: 1000000
+    burst: 1000000000
+    max_wait: 1d
+    lease: 60s
+    scopes:
+      default: {{rate: 1000000, burst: 1000000000}}
+"""
+
+PAYLOAD = bytes(range(100))  # 100 bytes
+SCOPES = [f"tenant-{i}" for i in range(8)]
+BATCH = 500  # submit_many batch / XADDs per pipeline round trip
+FETCH = 50  # count of each fetch / XREADGROUP
+BLOCK_MS = 100
+POOL = 4
+WORKER_COUNTS = (1, 2, 4)
+JANUS, BARE, BARE_DEL = "janus", "bare", "bare+xdel"
+SIDES = (BARE, JANUS, BARE_DEL)  # the order within each round
+LABEL = {
+    JANUS: "Janus fetch + complete",
+    BARE: "bare XREADGROUP + XACK",
+    BARE_DEL: "bare XREADGROUP + XACK/XDEL",
+}
+
+#: Commands the clients send themselves (Janus's scripts' inner commands show up in INFO
+#: commandstats too, inside EVALSHA's time: they are not added again).
+TOP_LEVEL = {
+    JANUS: ("evalsha", "xreadgroup"),
+    BARE: ("xadd", "xreadgroup", "xack", "xdel"),
+    BARE_DEL: ("xadd", "xreadgroup", "xack", "xdel"),
+}
+
+RATIO_TARGET = 0.5
+
+
+@dataclass(frozen=True)
+class Sizes:
+    jobs: int  # jobs per run
+    rounds: int  # alternating rounds (each: every side for every worker count)
+    diag: int  # jobs in the single-process diagnostic phase
+
+
+FULL = Sizes(jobs=20000, rounds=3, diag=4000)
+QUICK = Sizes(jobs=4000, rounds=3, diag=1000)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def pct(values: list[int] | list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine (every CPU, every process) has been busy: /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def now_ms() -> int:
+    """This host's wall clock in ms: the clock Redis reads too (same machine)."""
+    return time.time_ns() // 1_000_000
+
+
+def entry_ms(entry_id: bytes | str) -> int:
+    raw = entry_id.encode() if isinstance(entry_id, str) else entry_id
+    return int(raw.split(b"-", 1)[0])
+
+
+def noop(job: object) -> None:
+    """The handler: does nothing."""
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    target: str = ""
+    ok: bool | None = None  # None: informational
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        self.rows.append(Row(figure, value, target, ok))
+
+    def section(self, title: str) -> None:
+        self.rows.append(Row(f"-- {title}", ""))
+
+    def print(self) -> None:
+        w1 = max(len(r.figure) for r in self.rows if not r.figure.startswith("-- "))
+        w2 = max(len(r.value) for r in self.rows)
+        w3 = max([len("target")] + [len(r.target) for r in self.rows])
+        head = f"{'figure':<{w1}}  {'value':>{w2}}  {'target':<{w3}}  result"
+        print(head)
+        print("-" * len(head))
+        for r in self.rows:
+            if r.figure.startswith("-- "):
+                print(r.figure)
+                continue
+            print(f"{r.figure:<{w1}}  {r.value:>{w2}}  {r.target:<{w3}}  {r.verdict}")
+        for note in self.notes:
+            print(f"note: {note}")
+
+
+def print_grid(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A plain table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = f"{cells[0]:<{widths[0]}}"
+        return "  ".join(
+            [first] + [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True)]
+        )
+
+    print(title)
+    print(line(header))
+    print("-" * len(line(header)))
+    for r in rows:
+        print(line(r))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- Redis plumbing
+
+Stats = dict[str, tuple[int, int]]
+
+
+class Admin:
+    """Plain connections to every server (INFO only), so they never share Janus's pools."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.conns = [redis.Redis(host="127.0.0.1", port=p) for p in ports]
+
+    def commandstats(self) -> Stats:
+        """command -> (calls, usec), summed over every server."""
+        total: Stats = {}
+        for conn in self.conns:
+            stats: dict[str, Any] = conn.info("commandstats")  # type: ignore[assignment]
+            for key, value in stats.items():
+                name = key.removeprefix("cmdstat_")
+                calls, usec = total.get(name, (0, 0))
+                total[name] = (calls + int(value["calls"]), usec + int(value["usec"]))
+        return total
+
+    def cpu_s(self) -> float:
+        """used_cpu_user + used_cpu_sys (whole process) of every server, summed, in seconds."""
+        total = 0.0
+        for conn in self.conns:
+            info: dict[str, Any] = conn.info("cpu")  # type: ignore[assignment]
+            total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return total
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+
+
+def stats_delta(after: Stats, before: Stats) -> Stats:
+    out: Stats = {}
+    for name in set(after) | set(before):
+        a, b = after.get(name, (0, 0)), before.get(name, (0, 0))
+        if a[0] - b[0]:
+            out[name] = (a[0] - b[0], a[1] - b[1])
+    out.pop("info", None)
+    return out
+
+
+def add_stats(into: Stats, more: Stats) -> None:
+    for name, (calls, usec) in more.items():
+        c0, u0 = into.get(name, (0, 0))
+        into[name] = (c0 + calls, u0 + usec)
+
+
+def parser_name(client: AnyRedis) -> str:
+    """Class name of the reply parser on a live connection of ``client``."""
+    if isinstance(client, ClusterClient):
+        node = client.get_default_node()
+        assert node is not None and node.redis_connection is not None
+        pool = node.redis_connection.connection_pool
+    else:
+        pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        inner = getattr(conn, "_conn", conn)
+        return type(inner._parser).__name__
+    finally:
+        pool.release(conn)
+
+
+def bare_key() -> str:
+    """The baseline's stream: same hash tag (same cluster slot) as the dependency's keys."""
+    return Keys(PREFIX, DEP).base + ":barebench"
+
+
+def read_entries(client: AnyRedis, key: str, consumer: str, block: int | None) -> list[Any]:
+    """XREADGROUP of new entries: [(id, fields)] (RESP2 or RESP3 reply shape)."""
+    reply: Any = client.xreadgroup(GROUP, consumer, {key: ">"}, count=FETCH, block=block)
+    if not reply:
+        return []
+    return reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+@dataclass
+class WorkerOut:
+    """What one worker process reports after one run."""
+
+    index: int
+    processed: int = 0
+    last_ms: int = 0  # own clock after its last complete / XACK
+    cpu_s: float = 0.0  # process CPU time during the run
+    reads: int = 0  # fetch / XREADGROUP calls
+    empty_reads: int = 0
+    skipped: int = 0  # Janus: stale entries fetch() skipped
+    lease_lost: int = 0
+    latencies_ms: list[int] = field(default_factory=list)  # bare: entry id -> after XACK
+
+
+def _janus_loop(
+    jn: Janus, index: int, n: int, done: Any, abort: Any, results: Any, timeout_s: float
+) -> WorkerOut:
+    out = WorkerOut(index)
+    worker = jn.worker(DEP, group=GROUP, consumer=f"bench-{index}")  # creates the group
+    results.put(("armed", index, None))
+    deadline = time.monotonic() + timeout_s
+    cpu0 = time.process_time()
+    total = 0
+    while total < n and not abort.is_set():
+        jobs = worker.fetch(count=FETCH, block_ms=BLOCK_MS)
+        out.reads += 1
+        for job in jobs:
+            noop(job)
+            worker.complete(job)
+        if jobs:
+            out.last_ms = now_ms()
+            out.processed += len(jobs)
+            with done.get_lock():
+                done.value += len(jobs)
+                total = done.value
+        else:
+            out.empty_reads += 1
+            total = done.value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {index}: run not finished after {timeout_s:.0f} s")
+    out.cpu_s = time.process_time() - cpu0
+    out.skipped, out.lease_lost = worker.stats.skipped, worker.stats.lease_lost
+    return out
+
+
+def _bare_loop(
+    client: AnyRedis,
+    index: int,
+    n: int,
+    delete: bool,
+    done: Any,
+    abort: Any,
+    results: Any,
+    timeout_s: float,
+) -> WorkerOut:
+    out = WorkerOut(index)
+    key, consumer = bare_key(), f"bench-{index}"
+    results.put(("armed", index, None))
+    deadline = time.monotonic() + timeout_s
+    cpu0 = time.process_time()
+    lat = out.latencies_ms
+    total = 0
+    pipe = client.pipeline(transaction=False)
+    while total < n and not abort.is_set():
+        entries = read_entries(client, key, consumer, BLOCK_MS)
+        out.reads += 1
+        for entry_id, fields in entries:
+            noop(fields[b"payload"])
+            if delete:
+                pipe.xack(key, GROUP, entry_id)
+                pipe.xdel(key, entry_id)
+                pipe.execute()
+            else:
+                client.xack(key, GROUP, entry_id)
+            lat.append(now_ms() - entry_ms(entry_id))
+        if entries:
+            out.last_ms = now_ms()
+            out.processed += len(entries)
+            with done.get_lock():
+                done.value += len(entries)
+                total = done.value
+        else:
+            out.empty_reads += 1
+            total = done.value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {index}: run not finished after {timeout_s:.0f} s")
+    out.cpu_s = time.process_time() - cpu0
+    return out
+
+
+def worker_main(index: int, url: str, cmds: Any, results: Any, done: Any, abort: Any) -> None:
+    """A worker process: one Janus handle and one plain client, then run what it is told."""
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        jn = Janus.from_url(url, prefix=PREFIX)
+        client = connect(url)  # the same client setup Janus uses
+        client.ping()
+        results.put(("ready", index, (os.getpid(), parser_name(client))))
+    except BaseException:
+        results.put(("error", index, traceback.format_exc()))
+        return
+    try:
+        while True:
+            cmd = cmds.get()
+            if cmd is None:
+                return
+            side, n, timeout_s = cmd
+            gc.collect()
+            try:
+                if side == JANUS:
+                    got = _janus_loop(jn, index, n, done, abort, results, timeout_s)
+                else:
+                    got = _bare_loop(
+                        client, index, n, side == BARE_DEL, done, abort, results, timeout_s
+                    )
+                results.put(("done", index, got))
+            except BaseException:
+                results.put(("error", index, traceback.format_exc()))
+    finally:
+        jn.close()
+        client.close()
+
+
+class WorkerPool:
+    """POOL spawned worker processes, reused by every run; a run uses the first k of them."""
+
+    def __init__(self, url: str) -> None:
+        ctx = mp.get_context("spawn")
+        self.results: Any = ctx.Queue()
+        self.done: Any = ctx.Value("q", 0)
+        self.abort: Any = ctx.Event()
+        self.cmds: list[Any] = [ctx.Queue() for _ in range(POOL)]
+        self.procs = [
+            ctx.Process(
+                target=worker_main,
+                args=(i, url, self.cmds[i], self.results, self.done, self.abort),
+                name=f"bench-worker-{i}",
+                daemon=True,
+            )
+            for i in range(POOL)
+        ]
+        self.pids: list[int] = []
+        self.parsers: set[str] = set()
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        for _index, (pid, parser) in self._collect("ready", POOL, 60.0).items():
+            self.pids.append(pid)
+            self.parsers.add(parser)
+
+    def _collect(self, kind: str, count: int, timeout_s: float) -> dict[int, Any]:
+        got: dict[int, Any] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"worker processes: {len(got)}/{count} '{kind}' replies")
+            try:
+                what, index, payload = self.results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                dead = [p.name for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"worker process(es) died: {dead}") from None
+                continue
+            if what == "error":
+                raise RuntimeError(f"worker {index} failed:\n{payload}")
+            if what != kind:
+                raise RuntimeError(f"worker {index}: expected '{kind}', got '{what}'")
+            got[index] = payload
+        return got
+
+    def arm(self, side: str, workers: int, n: int, timeout_s: float) -> None:
+        """Reset the shared counter and start ``workers`` loops; returns once all block."""
+        self.done.value = 0
+        for i in range(workers):
+            self.cmds[i].put((side, n, timeout_s))
+        self._collect("armed", workers, 30.0)
+
+    def finish(self, workers: int, timeout_s: float) -> list[WorkerOut]:
+        got = self._collect("done", workers, timeout_s)
+        return [got[i] for i in sorted(got)]
+
+    def close(self) -> None:
+        self.abort.set()
+        for c in self.cmds:
+            with suppress(OSError, ValueError):
+                c.put(None)
+        for p in self.procs:
+            if p.pid is None:
+                continue
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2)
+        for q in [*self.cmds, self.results]:
+            q.close()
+            q.join_thread()
+
+
+# --------------------------------------------------------------------------- one timed run
+
+
+@dataclass
+class RunResult:
+    side: str
+    workers: int
+    round: int
+    rate: float  # jobs/s from Redis times
+    span_ms: int
+    wall_s: float  # main process: first submit -> every worker reported (informational)
+    producer_cpu_s: float  # main process while submitting
+    worker_cpu_s: float
+    redis_cpu_s: float
+    other_cpu_s: float  # every CPU of the machine, minus ours: other processes' load
+    server: Stats
+    latencies_ms: list[int]
+    clock_skew_ms: int = 0  # Janus: max worker clock after complete - max(finished_ms)
+    reads: int = 0
+    empty_reads: int = 0
+
+
+@dataclass
+class Bench:
+    jn: Janus
+    client: AnyRedis
+    admin: Admin
+    pool: WorkerPool
+    n: int
+    problems: list[str] = field(default_factory=list)
+
+    def inputs(self, n: int) -> tuple[list[str], list[bytes]]:
+        ids = [uuid.uuid4().hex for _ in range(n)]
+        payloads = [i.to_bytes(4, "big") + PAYLOAD[4:] for i in range(n)]
+        return ids, payloads
+
+    def reset(self) -> None:
+        """Drop both streams (their groups go with them); the next run starts clean."""
+        k = Keys(PREFIX, DEP)
+        self.client.delete(k.stream)
+        self.client.delete(bare_key())
+
+    def run(self, side: str, workers: int, n: int, rnd: int) -> RunResult:
+        self.reset()
+        key = bare_key()
+        if side != JANUS:
+            self.client.xgroup_create(key, GROUP, id="0", mkstream=True)
+        ids, payloads = self.inputs(n)
+        jobs = [
+            Job(scope=SCOPES[i % len(SCOPES)], payload=payloads[i], job_id=ids[i]) for i in range(n)
+        ]
+        timeout_s = max(60.0, n / 200)
+        self.pool.arm(side, workers, n, timeout_s)
+        before, cpu_before = self.admin.commandstats(), self.admin.cpu_s()
+        gc.collect()
+        first_ms = 0
+        machine0 = machine_busy_s()
+        t0, c0 = time.perf_counter(), time.process_time()
+        if side == JANUS:
+            decisions = self.jn.submit_many(DEP, jobs)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, n, BATCH):
+                for i in range(start, min(start + BATCH, n)):
+                    pipe.xadd(
+                        key,
+                        {"id": ids[i], "scope": jobs[i].scope, "cost": 1, "payload": payloads[i]},
+                    )
+                written = pipe.execute()
+                if start == 0:
+                    first_ms = entry_ms(written[0])
+        producer_cpu = time.process_time() - c0
+        outs = self.pool.finish(workers, timeout_s + 10)
+        wall, main_cpu = time.perf_counter() - t0, time.process_time() - c0
+        machine = machine_busy_s() - machine0
+        after, cpu_after = self.admin.commandstats(), self.admin.cpu_s()
+        # ---- untimed from here: checks and read-back
+        processed = sum(o.processed for o in outs)
+        if processed != n:
+            self.problems.append(f"{side} x{workers}: workers processed {processed} of {n}")
+        last_worker_ms = max(o.last_ms for o in outs)
+        result = RunResult(
+            side=side,
+            workers=workers,
+            round=rnd,
+            rate=0.0,
+            span_ms=0,
+            wall_s=wall,
+            producer_cpu_s=producer_cpu,
+            worker_cpu_s=sum(o.cpu_s for o in outs),
+            redis_cpu_s=cpu_after - cpu_before,
+            other_cpu_s=max(
+                0.0, machine - main_cpu - sum(o.cpu_s for o in outs) - (cpu_after - cpu_before)
+            ),
+            server=stats_delta(after, before),
+            latencies_ms=[],
+            reads=sum(o.reads for o in outs),
+            empty_reads=sum(o.empty_reads for o in outs),
+        )
+        if side == JANUS:
+            if any(d.status != "released" or not d.created for d in decisions):
+                self.problems.append(f"janus x{workers}: not every job was released at submit")
+            skipped = sum(o.skipped + o.lease_lost for o in outs)
+            if skipped:
+                self.problems.append(f"janus x{workers}: {skipped} skipped/lease-lost jobs")
+            first_ms, last_ms, lat = self.read_records(ids, workers)
+            result.clock_skew_ms = last_worker_ms - last_ms
+            self.cleanup(ids)
+        else:
+            last_ms = last_worker_ms
+            lat = [x for o in outs for x in o.latencies_ms]
+        result.span_ms = max(1, last_ms - first_ms)
+        result.rate = n / (result.span_ms / 1000)
+        result.latencies_ms = lat
+        return result
+
+    def read_records(self, ids: list[str], workers: int) -> tuple[int, int, list[int]]:
+        """(min submitted_ms, max finished_ms, released -> finished per job) from the records."""
+        k = Keys(PREFIX, DEP)
+        first, last = math.inf, 0
+        lat: list[int] = []
+        bad = 0
+        for start in range(0, len(ids), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids[start : start + 1000]:
+                pipe.hmget(k.job(job_id), "status", "submitted_ms", "released_ms", "finished_ms")
+            for status, submitted, released, finished in pipe.execute():
+                if status != b"completed" or finished is None:
+                    bad += 1
+                    continue
+                first = min(first, int(submitted))
+                last = max(last, int(finished))
+                lat.append(int(finished) - int(released))
+        if bad:
+            self.problems.append(f"janus x{workers}: {bad} job records not completed")
+        if lat and first is not math.inf:
+            return int(first), last, lat
+        raise RuntimeError("no completed job record found")
+
+    def cleanup(self, ids: list[str]) -> None:
+        k = Keys(PREFIX, DEP)
+        for start in range(0, len(ids), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids[start : start + 1000]:
+                pipe.unlink(k.job(job_id))
+            pipe.execute()
+        left = self.client.zcard(k.inflight)
+        if left:
+            self.problems.append(f"{left} jobs still in the in-flight set after a run")
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+@dataclass
+class Step:
+    """One single-process diagnostic step: per-unit wall, client CPU and Redis figures."""
+
+    name: str
+    units: int
+    wall_s: float
+    cpu_s: float
+    server: Stats
+
+    def per(self, value: float) -> float:
+        return value / self.units if self.units else float("nan")
+
+
+def complete_argv(job: LeasedJob) -> list[str | int]:
+    """KEYS + ARGV of complete.lua for one leased job, as Store.complete builds them."""
+    k = Keys(PREFIX, DEP)
+    spec = scripts.SPECS["complete"]
+    keys = spec.keys_of(
+        {
+            "policy": k.policy,
+            "state": k.state,
+            "inflight": k.inflight,
+            "stream": k.stream,
+            "wake": k.wake,
+        }
+    )
+    argv: list[str | int] = spec.argv_of(
+        {
+            "job_prefix": k.job_prefix,
+            "now_us": "",
+            "group": GROUP,
+            "job_enc": encode_part(job.id),
+            "attempt": job.attempt,
+            "token": job.token,
+        }
+    )
+    return [*keys, *argv]
+
+
+@contextmanager
+def step(admin: Admin, name: str, units: int, into: list[Step]) -> Iterator[None]:
+    gc.collect()
+    before = admin.commandstats()
+    t0, c0 = time.perf_counter(), time.process_time()
+    yield
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    into.append(Step(name, units, wall, cpu, stats_delta(admin.commandstats(), before)))
+
+
+def diagnose(bench: Bench, n: int) -> list[Step]:
+    """Each stage alone, in this process, no concurrency: where one job's time goes."""
+    jn, client, admin = bench.jn, bench.client, bench.admin
+    steps: list[Step] = []
+    bench.reset()
+    ids, payloads = bench.inputs(n)
+    jobs = [
+        Job(scope=SCOPES[i % len(SCOPES)], payload=payloads[i], job_id=ids[i]) for i in range(n)
+    ]
+    with step(admin, "submit_many (submit.lua)", n, steps):
+        jn.submit_many(DEP, jobs)
+    worker = jn.worker(DEP, group=GROUP, consumer="diag")
+    leased: list[LeasedJob] = []
+    with step(admin, "fetch (XREADGROUP + start.lua)", n, steps):
+        while len(leased) < n:
+            got = worker.fetch(count=FETCH, block_ms=None)
+            if not got:
+                break
+            leased.extend(got)
+    half = len(leased) // 2
+    with step(admin, "complete (complete.lua)", half, steps):
+        for job in leased[:half]:
+            worker.complete(job)
+    # The other half: EVALSHA of complete.lua with arguments built beforehand, so the
+    # difference in client CPU is Janus's Python around the call (validation, key and
+    # argument building, reply check).
+    sha = jn.store._scripts["complete"].sha
+    calls = [complete_argv(job) for job in leased[half:]]
+    with step(admin, "EVALSHA complete.lua, args pre-built", len(calls), steps):
+        for argv in calls:
+            ok, _reason = client.evalsha(sha, 5, *argv)
+            if ok != 1:
+                bench.problems.append("diagnostic: a raw complete.lua call was refused")
+                break
+    if len(leased) != n:
+        bench.problems.append(f"diagnostic: fetched {len(leased)} of {n} jobs")
+    bench.cleanup(ids)
+
+    key = bare_key()
+    client.xgroup_create(key, GROUP, id="0", mkstream=True)
+    with step(admin, "XADD pipeline", n, steps):
+        pipe = client.pipeline(transaction=False)
+        for start in range(0, n, BATCH):
+            for i in range(start, min(start + BATCH, n)):
+                pipe.xadd(
+                    key,
+                    {"id": ids[i], "scope": jobs[i].scope, "cost": 1, "payload": payloads[i]},
+                )
+            pipe.execute()
+    entries: list[Any] = []
+    with step(admin, "XREADGROUP", n, steps):
+        while len(entries) < n:
+            got = read_entries(client, key, "diag", None)
+            if not got:
+                break
+            entries.extend(got)
+    half = len(entries) // 2
+    with step(admin, "XACK", half, steps):
+        for entry_id, _fields in entries[:half]:
+            client.xack(key, GROUP, entry_id)
+    with step(admin, "XACK + XDEL pipeline", len(entries) - half, steps):
+        pipe = client.pipeline(transaction=False)
+        for entry_id, _fields in entries[half:]:
+            pipe.xack(key, GROUP, entry_id)
+            pipe.xdel(key, entry_id)
+            pipe.execute()
+    bench.reset()
+    return steps
+
+
+# --------------------------------------------------------------------------- main
+
+
+@contextmanager
+def redis_under_test(cluster: bool) -> Iterator[tuple[str, dict[int, int]]]:
+    """The URL, and port -> pid of every server."""
+    if cluster:
+        with RedisCluster.start(masters=3) as rc:
+            yield rc.url, {node.port: node.pid for node in rc.nodes}
+    else:
+        with RedisServer.start() as srv:
+            yield srv.url, {srv.port: srv.pid}
+
+
+def server_us(server: Stats, *names: str) -> int:
+    return sum(server.get(name, (0, 0))[1] for name in names)
+
+
+def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
+    logging.basicConfig(level=logging.ERROR)  # the doctor warns that the test server
+    # has no persistence; that is deliberate here.
+    started = time.monotonic()
+    report = Report()
+    results: list[RunResult] = []
+    with redis_under_test(cluster) as (url, pids):
+        admin = Admin(list(pids))
+        jn = Janus.from_url(url, prefix=PREFIX, batch_size=BATCH)
+        client = connect(url)  # the baseline's client: same setup as Janus's own
+        jn.apply_policies(parse_policy_text(POLICY, "<bench policy>"))
+        pool = WorkerPool(url)
+        bench = Bench(jn, client, admin, pool, sizes.jobs)
+        try:
+            log("starting redis-server and 4 worker processes (spawn)")
+            pool.start()
+            versions = sorted({str(c.info("server")["redis_version"]) for c in admin.conns})
+            parsers = {parser_name(jn.store.client), parser_name(client)} | pool.parsers
+            hiredis_on = parsers == {"_HiredisParser"}
+            environment = [
+                f"redis-server {', '.join(versions)}, "
+                f"{'3-master cluster' if cluster else 'standalone'} (janus.embedded, "
+                f"persistence off) at {url}",
+                f"hiredis active: {'yes' if hiredis_on else 'NO'} (reply parser(s) "
+                f"{', '.join(sorted(parsers))}, producer and all worker processes); "
+                f"python {platform.python_version()}, redis-py {redis.__version__}",
+                f"machine: nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "
+                f"{platform.machine()} {platform.system()} {platform.release()}, "
+                f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start"
+                + (" [--quick: smaller N]" if quick else ""),
+                f"method: workers run an explicit fetch(count={FETCH}, block_ms={BLOCK_MS}) + "
+                "complete(job) loop (Worker.run minus its thread pool); Janus jobs/s from job "
+                "records (min submitted_ms -> max finished_ms), bare from the first XADD id -> "
+                f"last XACK (worker clock); {sizes.rounds} alternating rounds, median reported",
+                f"processes: producer pid {os.getpid()}, workers "
+                f"{', '.join(map(str, pool.pids))}, redis {', '.join(map(str, pids.values()))}",
+            ]
+            for line in environment:
+                log(line)
+
+            log("warm-up: one small run of each side, 4 workers (not counted)")
+            for side in SIDES:
+                bench.run(side, POOL, min(2000, sizes.jobs), -1)
+            for rnd in range(sizes.rounds):
+                for workers in WORKER_COUNTS:
+                    for side in SIDES:
+                        res = bench.run(side, workers, sizes.jobs, rnd)
+                        results.append(res)
+                        log(
+                            f"round {rnd + 1}/{sizes.rounds}, {workers} worker(s), "
+                            f"{side:<9}: {res.rate:8,.0f} jobs/s  "
+                            f"(span {res.span_ms} ms, wall {res.wall_s:.2f} s)"
+                        )
+            log(f"diagnostic: each stage alone in one process, {sizes.diag} jobs")
+            steps = diagnose(bench, sizes.diag)
+        finally:
+            pool.close()
+            jn.close()
+            client.close()
+            admin.close()
+    alive = [p.pid for p in pool.procs if p.is_alive()]
+    if alive:
+        bench.problems.append(f"worker processes still alive: {alive}")
+    report_results(report, results, steps, sizes)
+    report.notes.append(f"total run time {time.monotonic() - started:.1f} s")
+
+    print()
+    for line in environment:
+        print(line)
+    print()
+    print_breakdown(results, steps)
+    print()
+    report.print()
+    if bench.problems:
+        print()
+        for problem in bench.problems:
+            print(f"RUN FAILED: {problem}")
+        return 2
+    return 0
+
+
+def median_of(results: list[RunResult], side: str, workers: int) -> tuple[float, list[RunResult]]:
+    runs = [r for r in results if r.side == side and r.workers == workers]
+    return statistics.median(r.rate for r in runs), runs
+
+
+def report_results(
+    report: Report, results: list[RunResult], steps: list[Step], sizes: Sizes
+) -> None:
+    other = sum(r.other_cpu_s for r in results) / sum(r.wall_s for r in results)
+    report.notes.append(
+        f"other processes on this machine used {other * 100:.0f}% of one core on average "
+        f"during the timed runs (of {os.cpu_count()} cores); per-run figures above"
+    )
+    for workers in WORKER_COUNTS:
+        janus, janus_runs = median_of(results, JANUS, workers)
+        bare, bare_runs = median_of(results, BARE, workers)
+        bare_del, del_runs = median_of(results, BARE_DEL, workers)
+        plural = "es" if workers > 1 else ""
+        report.section(
+            f"{workers} worker process{plural}, {sizes.jobs} jobs/run, median of {sizes.rounds}"
+        )
+        report.add(f"{LABEL[BARE]} (baseline)", f"{bare:,.0f} jobs/s")
+        report.add(LABEL[JANUS], f"{janus:,.0f} jobs/s")
+        ratio = janus / bare
+        report.add("Janus / bare", f"{ratio:.2f}", f">= {RATIO_TARGET}", ok=ratio >= RATIO_TARGET)
+        lat = [x for r in janus_runs for x in r.latencies_ms]
+        report.add("Janus release -> complete p50 (all runs)", f"{pct(lat, 50):.0f} ms")
+        report.add("Janus release -> complete p99 (all runs)", f"{pct(lat, 99):.0f} ms")
+        blat = [x for r in bare_runs for x in r.latencies_ms]
+        report.add(
+            "bare XADD -> XACK p50 / p99 (worker clock)",
+            f"{pct(blat, 50):.0f} / {pct(blat, 99):.0f} ms",
+        )
+        report.add(f"{LABEL[BARE_DEL]} (informational)", f"{bare_del:,.0f} jobs/s")
+        report.add("Janus / bare with XDEL", f"{janus / bare_del:.2f}")
+        for side, runs in ((JANUS, janus_runs), (BARE, bare_runs), (BARE_DEL, del_runs)):
+            report.notes.append(
+                f"{workers}w {side} runs (jobs/s): " + ", ".join(f"{r.rate:,.0f}" for r in runs)
+            )
+        skew = [r.clock_skew_ms for r in janus_runs]
+        report.notes.append(
+            f"{workers}w Janus: worker clock after last complete - max(finished_ms): "
+            + ", ".join(f"{s:+d}" for s in skew)
+            + " ms (Redis and workers read the same clock)"
+        )
+
+
+def print_breakdown(results: list[RunResult], steps: list[Step]) -> None:
+    """Per job, summed over the runs of each side: CPU of each party and time inside Redis."""
+    rows: list[list[str]] = []
+    for workers in WORKER_COUNTS:
+        for side in SIDES:
+            runs = [r for r in results if r.side == side and r.workers == workers]
+            jobs = sum(r.rate * r.span_ms / 1000 for r in runs)
+            span_s = sum(r.span_ms for r in runs) / 1000
+            wall_s = sum(r.wall_s for r in runs)
+            server: Stats = {}
+            for r in runs:
+                add_stats(server, r.server)
+            inside = server_us(server, *TOP_LEVEL[side])
+            busy_reads = sum(r.reads - r.empty_reads for r in runs)
+            rows.append(
+                [
+                    f"{workers}w {side}",
+                    f"{sum(r.worker_cpu_s for r in runs) / jobs * 1e6:.1f}",
+                    f"{sum(r.producer_cpu_s for r in runs) / jobs * 1e6:.1f}",
+                    f"{sum(r.redis_cpu_s for r in runs) / jobs * 1e6:.1f}",
+                    f"{inside / jobs:.1f}",
+                    f"{sum(r.redis_cpu_s for r in runs) / span_s * 100:.0f}%",
+                    f"{(sum(r.worker_cpu_s + r.producer_cpu_s for r in runs)) / span_s * 100:.0f}%",
+                    f"{sum(r.other_cpu_s for r in runs) / wall_s * 100:.0f}%",
+                    f"{jobs / busy_reads:.1f}" if busy_reads else "-",
+                ]
+            )
+    print_grid(
+        "Where the time goes in the timed runs (per job, all rounds; µs unless %):",
+        [
+            "run",
+            "worker CPU",
+            "producer CPU",
+            "Redis CPU",
+            "in Redis cmds",
+            "Redis busy",
+            "clients busy",
+            "other procs",
+            "jobs/fetch",
+        ],
+        rows,
+    )
+    print(
+        "  'in Redis cmds': INFO commandstats usec of EVALSHA (Janus: submit + start + "
+        "complete scripts) or of XADD + XREADGROUP + XACK (+ XDEL); 'Redis busy' / "
+        "'clients busy': CPU seconds per second of the span (100% = one core of "
+        f"{os.cpu_count()}); 'other procs': CPU used by processes not in this benchmark "
+        "(/proc/stat minus ours), per second of the run: load that competes for the cores."
+    )
+    print()
+    rows = []
+    for s in steps:
+        top = TOP_LEVEL[JANUS if "lua" in s.name else BARE]
+        inside = server_us(s.server, *top)
+        inner = ", ".join(
+            f"{name} {calls / s.units:.2g}x {usec / s.units:.1f}"
+            for name, (calls, usec) in sorted(s.server.items(), key=lambda kv: -kv[1][1])
+        )
+        rows.append(
+            [
+                s.name,
+                f"{s.per(s.wall_s) * 1e6:.1f}",
+                f"{s.per(s.cpu_s) * 1e6:.1f}",
+                f"{s.per(inside):.1f}",
+                f"{s.per((s.wall_s - s.cpu_s) * 1e6 - inside):.1f}",
+                inner,
+            ]
+        )
+    print_grid(
+        "Each stage alone (one process, no concurrency; µs per job or per call):",
+        ["stage", "wall", "client CPU", "in Redis", "wait - Redis", "commands: calls, µs per job"],
+        rows,
+    )
+    print(
+        "  'wall' = client CPU + waiting; 'wait - Redis' = waiting not spent running the "
+        "command in Redis (socket, scheduling, Redis event loop)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--cluster", action="store_true", help="3-master Redis Cluster")
+    parser.add_argument("--quick", action="store_true", help="~5x smaller N: a smoke run")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.cluster, QUICK if args.quick else FULL, args.quick)
+    except Exception:
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
