@@ -35,11 +35,12 @@ end
 local history = history_with(job_key, {attempt = job.attempt, outcome = 'completed',
   consumer = job.consumer, at_ms = now_ms})
 redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history', history)
-local policy = load_policy(KEYS[1])
-redis.call('PEXPIRE', job_key, policy.retention_ms)
+local p = redis.call('HMGET', KEYS[1], 'retention_ms', 'circuit_enabled', 'max_in_flight')
+redis.call('PEXPIRE', job_key, tonumber(p[1]))
 redis.call('ZREM', KEYS[3], job_enc)
 end_entry(KEYS[4], {ARGV[3]}, job.token)
-if policy.circuit_enabled == 1 or policy.max_in_flight > 0 then
+if tonumber(p[2]) == 1 or tonumber(p[3]) > 0 then
+  local policy = load_policy(KEYS[1])
   local ctx = new_ctx(policy, now, '', {policy = KEYS[1], state = KEYS[2], inflight = KEYS[3],
     wake = KEYS[5]})
   load_state(ctx)

@@ -44,7 +44,6 @@ from janus.errors import (
     InvalidCost,
     InvalidInput,
     PayloadTooLarge,
-    ProtocolError,
     RedisUnavailable,
 )
 from janus.keys import Keys, registry
@@ -57,10 +56,13 @@ Arg = bytes | str | int
 RETRIES = 3
 
 
-class _SubmitPlan(NamedTuple):
+class _Plan(NamedTuple):
     keys: list[str]
-    job_prefix: str
-    scope_prefix: str
+    fill: dict[str, str]
+
+
+#: ARGV that are key prefixes (they carry the hash tag): filled in from Keys by name.
+_PREFIX_ARGV = ("job_prefix", "scope_prefix")
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class Store:
         self.client = client
         self.prefix = prefix
         registry(prefix)  # validates the prefix
-        self._submit_plans: dict[str, _SubmitPlan] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
         self._scripts: dict[str, Script] = {
             name: client.register_script(scripts.source(name)) for name in scripts.SPECS
         }
@@ -170,26 +172,28 @@ class Store:
 
     # -- scripts -------------------------------------------------------------------------
 
-    def _run(
-        self, name: str, keys: dict[str, str], argv: dict[str, Arg], rest: Sequence[Arg] = ()
-    ) -> Any:
-        spec = scripts.SPECS[name]
-        script = self._scripts[name]
-        return script(keys=spec.keys_of(keys), args=spec.argv_of(argv, rest), client=self.client)
+    def _plan(self, name: str, dependency: str) -> _Plan:
+        """A script's KEYS for one dependency, and the ARGV that are key prefixes, taken from
+        :class:`~janus.keys.Keys` by the names in the script's header; built once, cached."""
+        plan = self._plans.get((name, dependency))
+        if plan is None:
+            k = self.keys(dependency)
+            spec = scripts.SPECS[name]
+            keys = spec.keys_of({n: getattr(k, n) for n in spec.keys})
+            fill = {n: getattr(k, n) for n in spec.argv if n in _PREFIX_ARGV}
+            plan = _Plan(keys, fill)
+            self._plans[(name, dependency)] = plan
+        return plan
 
-    def _state_keys(self, k: Keys) -> dict[str, str]:
-        return {
-            "policy": k.policy,
-            "scopes": k.scopes,
-            "state": k.state,
-            "delayed": k.delayed,
-            "inflight": k.inflight,
-            "stream": k.stream,
-        }
+    def _run(
+        self, name: str, dependency: str, argv: dict[str, Arg], rest: Sequence[Arg] = ()
+    ) -> Any:
+        plan = self._plan(name, dependency)
+        args = scripts.SPECS[name].argv_of({**plan.fill, **argv}, rest)
+        return self._scripts[name](keys=plan.keys, args=args, client=self.client)
 
     def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
         """Install one dependency's policy; returns (version, changed)."""
-        k = self.keys(compiled.dependency)
         rest: list[Arg] = []
         pairs: list[tuple[str, Arg]] = [*compiled.fields.items(), *compiled.texts.items()]
         for name, value in sorted(pairs):
@@ -200,7 +204,7 @@ class Store:
         with guard(f"applying the policy of {compiled.dependency!r}"):
             version, changed = self._run(
                 "apply_policy",
-                {"policy": k.policy, "scopes": k.scopes},
+                compiled.dependency,
                 {"digest": compiled.digest, "field_count": len(pairs)},
                 rest,
             )
@@ -209,24 +213,10 @@ class Store:
             self.client.sadd(registry(self.prefix), compiled.dependency)
         return int(version), bool(changed)
 
-    def _submit_plan(self, dependency: str) -> _SubmitPlan:
-        """submit.lua's KEYS and per-dependency ARGV, ordered by the spec once, then cached."""
-        plan = self._submit_plans.get(dependency)
-        if plan is None:
-            k = self.keys(dependency)
-            spec = scripts.SPECS["submit"]
-            # The fixed ARGV positions are checked here, once, against the header's names.
-            if spec.argv[:4] != ("job_prefix", "scope_prefix", "now_us", "count"):
-                raise ProtocolError(f"submit.lua ARGV changed: {spec.argv}")
-            keys = spec.keys_of({**self._state_keys(k), "wake": k.wake})
-            plan = _SubmitPlan(keys, k.job_prefix, k.scope_prefix)
-            self._submit_plans[dependency] = plan
-        return plan
-
     def submit(self, dependency: str, jobs: Sequence[JobArgs], now_us: int | None) -> Any:
         """One submit.lua call for a batch of jobs (the hot path: no per-call key building)."""
-        plan = self._submit_plan(dependency)
-        args: list[Arg] = [plan.job_prefix, plan.scope_prefix, "" if now_us is None else now_us]
+        plan = self._plan("submit", dependency)
+        args: list[Arg] = [plan.fill["job_prefix"], plan.fill["scope_prefix"], _now(now_us)]
         args.append(len(jobs))
         for job in jobs:
             args.extend(job.flat())
@@ -239,32 +229,12 @@ class Store:
             raise mapped from (exc if isinstance(mapped, RedisUnavailable) else None)
 
     def release(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
-        k = self.keys(dependency)
         with guard(f"releasing due work of {dependency!r}"):
             return self._run(
-                "release",
-                {**self._state_keys(k), "dead": k.dead},
-                {
-                    "job_prefix": k.job_prefix,
-                    "scope_prefix": k.scope_prefix,
-                    "now_us": "" if now_us is None else now_us,
-                    "max_steps": max_steps,
-                },
+                "release", dependency, {"now_us": _now(now_us), "max_steps": max_steps}
             )
 
     # -- workers and leases --------------------------------------------------------------
-
-    def _outcome_keys(self, k: Keys) -> dict[str, str]:
-        return {
-            "policy": k.policy,
-            "scopes": k.scopes,
-            "state": k.state,
-            "delayed": k.delayed,
-            "inflight": k.inflight,
-            "stream": k.stream,
-            "dead": k.dead,
-            "wake": k.wake,
-        }
 
     def ensure_group(self, dependency: str, group: str) -> None:
         """Create the consumer group (reading from the start of the stream) if missing."""
@@ -302,40 +272,29 @@ class Store:
         now_us: int | None,
     ) -> Any:
         """start.lua for entries given as (job_enc, token, attempt)."""
-        k = self.keys(dependency)
         rest: list[Arg] = []
         for job_enc, token, attempt in entries:
             rest += [job_enc, token, attempt]
+        argv: dict[str, Arg] = {
+            "now_us": _now(now_us),
+            "group": group,
+            "consumer": consumer,
+            "count": len(entries),
+        }
         with guard(f"starting work of {dependency!r}"):
-            return self._run(
-                "start",
-                {"stream": k.stream},
-                {
-                    "job_prefix": k.job_prefix,
-                    "now_us": _now(now_us),
-                    "group": group,
-                    "consumer": consumer,
-                    "count": len(entries),
-                },
-                rest,
-            )
+            return self._run("start", dependency, argv, rest)
 
     def heartbeat(
         self, dependency: str, job_enc: str, attempt: int, token: str, now_us: int | None
     ) -> Any:
-        k = self.keys(dependency)
+        argv: dict[str, Arg] = {
+            "now_us": _now(now_us),
+            "job_enc": job_enc,
+            "attempt": attempt,
+            "token": token,
+        }
         with guard(f"extending a lease on {dependency!r}"):
-            return self._run(
-                "heartbeat",
-                {"policy": k.policy, "inflight": k.inflight},
-                {
-                    "job_prefix": k.job_prefix,
-                    "now_us": _now(now_us),
-                    "job_enc": job_enc,
-                    "attempt": attempt,
-                    "token": token,
-                },
-            )
+            return self._run("heartbeat", dependency, argv)
 
     def complete(
         self,
@@ -346,26 +305,15 @@ class Store:
         token: str,
         now_us: int | None,
     ) -> Any:
-        k = self.keys(dependency)
+        argv: dict[str, Arg] = {
+            "now_us": _now(now_us),
+            "group": group,
+            "job_enc": job_enc,
+            "attempt": attempt,
+            "token": token,
+        }
         with guard(f"completing a job of {dependency!r}"):
-            return self._run(
-                "complete",
-                {
-                    "policy": k.policy,
-                    "state": k.state,
-                    "inflight": k.inflight,
-                    "stream": k.stream,
-                    "wake": k.wake,
-                },
-                {
-                    "job_prefix": k.job_prefix,
-                    "now_us": _now(now_us),
-                    "group": group,
-                    "job_enc": job_enc,
-                    "attempt": attempt,
-                    "token": token,
-                },
-            )
+            return self._run("complete", dependency, argv)
 
     def fail(
         self,
@@ -379,37 +327,23 @@ class Store:
         detail: str,
         now_us: int | None,
     ) -> Any:
-        k = self.keys(dependency)
+        argv: dict[str, Arg] = {
+            "now_us": _now(now_us),
+            "group": group,
+            "job_enc": job_enc,
+            "attempt": attempt,
+            "token": token,
+            "error": error,
+            "retry_after_ms": retry_after_ms,
+            "detail": detail,
+        }
         with guard(f"reporting a failure on {dependency!r}"):
-            return self._run(
-                "fail",
-                self._outcome_keys(k),
-                {
-                    "job_prefix": k.job_prefix,
-                    "now_us": _now(now_us),
-                    "group": group,
-                    "job_enc": job_enc,
-                    "attempt": attempt,
-                    "token": token,
-                    "error": error,
-                    "retry_after_ms": retry_after_ms,
-                    "detail": detail,
-                    "scope_prefix": k.scope_prefix,
-                },
-            )
+            return self._run("fail", dependency, argv)
 
     def reclaim(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
-        k = self.keys(dependency)
         with guard(f"reclaiming expired leases of {dependency!r}"):
             return self._run(
-                "reclaim",
-                self._outcome_keys(k),
-                {
-                    "job_prefix": k.job_prefix,
-                    "now_us": _now(now_us),
-                    "max_steps": max_steps,
-                    "scope_prefix": k.scope_prefix,
-                },
+                "reclaim", dependency, {"now_us": _now(now_us), "max_steps": max_steps}
             )
 
     def job(self, dependency: str, job_id: str) -> dict[bytes, bytes]:
@@ -441,23 +375,12 @@ class Store:
         self, dependency: str, entries: Sequence[tuple[str, str, str]], now_us: int | None
     ) -> list[str]:
         """replay.lua for (dead-letter entry id, job_enc, scope_enc) triples."""
-        k = self.keys(dependency)
         rest: list[Arg] = []
         for triple in entries:
             rest.extend(triple)
         with guard(f"replaying dead letters of {dependency!r}"):
             reply = self._run(
-                "replay",
-                {
-                    "policy": k.policy,
-                    "state": k.state,
-                    "delayed": k.delayed,
-                    "dead": k.dead,
-                    "replayed": k.replayed,
-                    "wake": k.wake,
-                },
-                {"job_prefix": k.job_prefix, "now_us": _now(now_us), "count": len(entries)},
-                rest,
+                "replay", dependency, {"now_us": _now(now_us), "count": len(entries)}, rest
             )
         return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
 

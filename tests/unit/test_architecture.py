@@ -54,6 +54,20 @@ def test_lua_header_documents_returns_and_writes(name: str) -> None:
     assert "Returns" in text and "Writes" in text
 
 
+def test_every_script_key_is_built_by_the_keys_module() -> None:
+    """Scripts receive keys by name from janus.keys.Keys: each KEYS name is a Keys attribute,
+    and prefix ARGV (job_prefix, scope_prefix) too."""
+    from janus.keys import Keys
+
+    k = Keys("p", "dep")
+    for spec in scripts.SPECS.values():
+        for name in spec.keys:
+            assert isinstance(getattr(k, name), str), (spec.name, name)
+        for name in spec.argv:
+            if name.endswith("_prefix"):
+                assert isinstance(getattr(k, name), str), (spec.name, name)
+
+
 def test_spec_refuses_missing_or_unexpected_names() -> None:
     """A call site cannot pass a key or argument the script does not declare."""
     spec = scripts.SPECS["release"]
