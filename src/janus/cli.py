@@ -367,7 +367,18 @@ def status(url: str, prefix: str) -> None:
     from rich.table import Table
 
     with _client(url, prefix) as jn:
-        table = Table("dependency", "policy", "scheduled", "queued cost", "in flight", "stream")
+        table = Table(
+            "dependency",
+            "policy",
+            "scheduled",
+            "queued cost",
+            "in flight",
+            "stream",
+            "circuit",
+            "paused",
+            "retry budget",
+            "dead letters",
+        )
         for dep in jn.store.dependencies():
             st = jn.status(dep)
             table.add_row(
@@ -377,6 +388,10 @@ def status(url: str, prefix: str) -> None:
                 str(st.queued_cost),
                 str(st.in_flight),
                 str(st.stream_length),
+                st.circuit,
+                "yes" if st.paused_until_ms else "no",
+                "-" if st.retry_budget is None else f"{st.retry_budget:.1f}",
+                str(st.dead_letters),
             )
     Console().print(table)
 

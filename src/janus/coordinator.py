@@ -176,8 +176,10 @@ class Coordinator:
                     self._woken.add(dependency)
                     self._wake.set()
 
-    def run_in_thread(self) -> threading.Thread:
+    def run_in_thread(self, *, check: bool = True) -> threading.Thread:
         """Start :meth:`run` in a daemon thread (demo, tests); stop it with :meth:`stop`."""
-        thread = threading.Thread(target=self.run, name="janus-coordinator", daemon=True)
+        thread = threading.Thread(
+            target=self.run, kwargs={"check": check}, name="janus-coordinator", daemon=True
+        )
         thread.start()
         return thread

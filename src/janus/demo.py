@@ -4,10 +4,18 @@ Three tenants share one dependency ("payments": 20 jobs/s, burst 10, at most 8 i
 ``tenant-a`` floods it, ``tenant-b`` submits steadily, ``tenant-vip`` has a larger scope
 override. A coordinator releases due work and reclaims expired leases; two workers run a
 handler against a simulated payments API (30-80 ms per call, 5% HTTP 503s, which Janus
-retries with backoff); a third worker crashes a few seconds in while holding jobs, and
-Janus reclaims its leases and hands the jobs to the others. The table shows, live, per
-tenant what was submitted, rejected (backpressure via ``max_wait``), completed and retried,
-and the dependency's in-flight count, delay queue, reclaims and dead letters.
+retries with backoff). The run has a script:
+
+* at 20% of the run a third worker crashes while holding jobs: Janus reclaims its leases
+  and hands the jobs to the others;
+* from 35% to 55% the API is down (every call a 503): the retry budget caps retries, the
+  circuit breaker opens, work waits in the queue, then half-open probes close it again;
+* at 70% the API answers one call with 429 and Retry-After 2 s: every release of the
+  dependency pauses for 2 s, then resumes at the policy rate.
+
+The table shows, live, per tenant what was submitted, rejected (backpressure via
+``max_wait``), completed and retried, and the dependency's in-flight count, delay queue,
+circuit, reclaims and dead letters.
 
 At the end, every release the workers saw (stream entry ids carry Redis time) is checked
 against ``rate * W + burst`` for several windows W, per dependency and per tenant, and the
@@ -16,6 +24,7 @@ in-flight bound; the demo exits non-zero if any limit was exceeded or a job was 
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -40,9 +49,14 @@ dependencies:
     rate: 20              # jobs per second, shared by every producer
     burst: 10
     max_in_flight: 8      # at most 8 calls running against the API at once
-    max_wait: 3s          # longer waits are rejected: backpressure instead of a huge queue
+    max_wait: 5s          # longer waits are rejected: backpressure instead of a huge queue
     lease: 1500ms         # a worker silent for longer is presumed dead
-    retry: {max_attempts: 4, backoff: {base: 200ms, factor: 2, max: 2s}}
+    retry:
+      max_attempts: 4
+      backoff: {base: 200ms, factor: 2, max: 2s, jitter: full}
+      retry_on: [http_5xx, http_429, timeout]
+      budget: {ratio: 0.1, min_per_second: 1, max_wait: 5s}
+    circuit: {failure_ratio: 0.5, min_requests: 10, window: 2s, open_for: 1s, half_open_probes: 2}
     scopes:
       default: {rate: 10, burst: 5}          # each tenant alone may use half the dependency
       tenant-vip: {rate: 16, burst: 8, weight: 2}
@@ -65,6 +79,15 @@ class Demo:
         self.events: list[str] = []
         self.stop = threading.Event()
         self.rng = random.Random(7)
+        self.started = time.monotonic()
+        self.seconds = 12.0
+        self.sent_429 = False
+        self.last_circuit = "closed"
+        self.last_phase = "healthy"
+
+    def event(self, text: str) -> None:
+        with self.lock:
+            self.events.append(f"t={time.monotonic() - self.started:4.1f}s {text}")
 
     def produce(self, tenant: str) -> None:
         pause, per_burst = TENANTS[tenant]
@@ -84,15 +107,34 @@ class Demo:
         with self.lock:
             self.releases[job.token] = Release(ms, job.scope, job.cost)
 
+    def phase(self) -> str:
+        share = (time.monotonic() - self.started) / self.seconds
+        if 0.35 <= share < 0.55:
+            return "outage"
+        if share >= 0.70 and not self.sent_429:
+            return "429"
+        return "healthy"
+
     def payments_api(self, job: LeasedJob) -> None:
-        """The simulated dependency: slowish, and sometimes unavailable."""
+        """The simulated dependency: slowish, sometimes unavailable, once down for a while."""
         self.saw(job)
         with self.lock:
             self.running += 1
             self.peak_running = max(self.peak_running, self.running)
         try:
             time.sleep(self.rng.uniform(0.03, 0.08))
-            if self.rng.random() < 0.05:
+            phase = self.phase()
+            if phase == "429":
+                with self.lock:
+                    first = not self.sent_429
+                    self.sent_429 = True
+                if first:
+                    self.event(
+                        "the API answered 429 with Retry-After 2s: every release of "
+                        "payments pauses for 2s, then resumes at the policy rate"
+                    )
+                    raise Retry("http_429", retry_after_ms=2000)
+            if phase == "outage" or self.rng.random() < 0.05:
                 with self.lock:
                     self.counts[(job.scope, "http_503")] += 1
                 raise Retry("http_503")
@@ -113,15 +155,25 @@ class Demo:
             held += doomed.fetch(count=4 - len(held), block_ms=100)
         for job in held:
             self.saw(job)
-        with self.lock:
-            self.events.append(
-                f"t={at_s:.0f}s worker-3 crashed holding {len(held)} job(s); "
-                "their leases expire in 1.5 s and Janus hands them to the others"
-            )
+        self.event(
+            f"worker-3 crashed holding {len(held)} job(s); their leases expire in 1.5s "
+            "and Janus hands them to the others"
+        )
 
     def table(self, coord: Coordinator, elapsed: float) -> Group:
         st = self.jn.status("payments")
-        dead = len(self.jn.store.dead_letters("payments"))
+        dead = st.dead_letters
+        phase = self.phase()
+        if phase != self.last_phase and phase != "429":
+            self.event(
+                "the API is DOWN: every call fails with 503"
+                if phase == "outage"
+                else "the API is healthy again"
+            )
+            self.last_phase = phase
+        if st.circuit != self.last_circuit:
+            self.event(f"circuit breaker: {self.last_circuit} -> {st.circuit}")
+            self.last_circuit = st.circuit
         title = f"janus demo: payments at {elapsed:4.1f}s  (20/s, burst 10, max 8 in flight)"
         table = Table(title=title)
         for col in ("tenant", "submitted", "rejected", "completed", "HTTP 503 -> retried"):
@@ -137,9 +189,12 @@ class Demo:
                     str(self.counts[(tenant, "http_503")]),
                 )
             events = list(self.events)
+        budget = "-" if st.retry_budget is None else f"{st.retry_budget:.1f}"
         table.caption = (
-            f"in flight: {st.in_flight} (peak running {self.peak_running})  |  delay queue: "
-            f"{st.scheduled}  |  leases reclaimed: {coord.reclaimed}  |  dead letters: {dead}"
+            f"in flight: {st.in_flight} (peak {self.peak_running})  |  delay queue: "
+            f"{st.scheduled}  |  circuit: {st.circuit}  |  paused: "
+            f"{'yes' if st.paused_until_ms else 'no'}  |  retry budget: {budget}  |  "
+            f"leases reclaimed: {coord.reclaimed}  |  dead letters: {dead}"
         )
         return Group(table, *(Text(e, style="yellow") for e in events))
 
@@ -156,8 +211,9 @@ def run_demo(*, seconds: float = 12.0, cluster: bool = False) -> int:
             f"Applied policy: {jn.apply_policies(parse_policy_text(DEMO_POLICY, 'demo.yaml'))}"
         )
         demo = Demo(jn)
+        demo.seconds = seconds
         coord = Coordinator(jn.store, dependencies=["payments"])
-        coord.run_in_thread()
+        coord.run_in_thread(check=False)  # a throwaway server: no persistence, on purpose
         workers = [jn.worker("payments", group="demo", consumer=f"worker-{n}") for n in (1, 2)]
         threads = [
             threading.Thread(
@@ -170,11 +226,11 @@ def run_demo(*, seconds: float = 12.0, cluster: bool = False) -> int:
         ]
         threads += [threading.Thread(target=demo.produce, args=(t,), daemon=True) for t in TENANTS]
         threads.append(
-            threading.Thread(target=demo.crash_one_worker, args=(seconds / 3,), daemon=True)
+            threading.Thread(target=demo.crash_one_worker, args=(seconds / 5,), daemon=True)
         )
         for t in threads:
             t.start()
-        start = time.monotonic()
+        start = demo.started = time.monotonic()
         with Live(console=console, refresh_per_second=4) as live:
             while (elapsed := time.monotonic() - start) < seconds:
                 live.update(demo.table(coord, elapsed))
@@ -215,6 +271,13 @@ def _report(console: Console, demo: Demo, jn: Janus, workers: list[Worker]) -> b
             )
             ok &= rep.ok
         console.print(f"{name:<14} " + "   ".join(cells))
+    stamps = sorted(r.ms for r in releases)
+    if len(stamps) > 1:
+        gap, at = max((b - a, a) for a, b in itertools.pairwise(stamps))
+        console.print(
+            f"longest pause between two releases: {gap} ms (from +{at - stamps[0]} ms; the "
+            "Retry-After pause or the open circuit)"
+        )
     running_ok = demo.peak_running <= MAX_IN_FLIGHT
     ok &= running_ok
     console.print(

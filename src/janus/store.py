@@ -85,10 +85,20 @@ class DependencyStatus:
     dependency: str
     policy_version: int | None
     scheduled: int
+    """Jobs in the delay queue (new, retries waiting, or held by a limit)."""
     in_flight: int
+    """Released jobs whose lease is live and whose outcome is not reported."""
     stream_length: int
     queued_cost: int
     next_due_us: int | None
+    circuit: str
+    """closed | open | half_open ("closed" when the policy has no circuit breaker)."""
+    circuit_open_until_ms: int | None
+    paused_until_ms: int | None
+    """A Retry-After pause of the whole dependency, while it lasts."""
+    retry_budget: float | None
+    """Retry tokens banked at the last update (None: no budget used yet)."""
+    dead_letters: int
 
 
 def _retry() -> Retry:
@@ -425,22 +435,39 @@ class Store:
     def status(self, dependency: str, now_ms: int) -> DependencyStatus:
         k = self.keys(dependency)
         with guard(f"reading the status of {dependency!r}"):
-            version = self.client.hget(k.policy, "version")
-            scheduled = self.client.zcard(k.delayed)
-            in_flight = self.client.zcount(k.inflight, f"({now_ms}", "+inf")
-            length = self.client.xlen(k.stream)
-            queued_cost = self.client.hget(k.state, "queued_cost")
-            head = cast(
-                list[tuple[bytes, float]], self.client.zrange(k.delayed, 0, 0, withscores=True)
-            )
+            # Plain reads of one slot: one round trip, also on a cluster.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(k.policy, "version")
+            pipe.zcard(k.delayed)
+            pipe.zcount(k.inflight, f"({now_ms}", "+inf")
+            pipe.xlen(k.stream)
+            pipe.hmget(k.state, "queued_cost", "c_state", "c_until", "paused_until", "b_milli")
+            pipe.zrange(k.delayed, 0, 0, withscores=True)
+            pipe.xlen(k.dead)
+            version, scheduled, in_flight, length, st, head, dead = pipe.execute()
+
+        def num(raw: bytes | None) -> int | None:
+            return None if raw is None else int(raw)
+
+        circuit_until = num(st[2])
+        paused = num(st[3])
+        budget = num(st[4])
+        circuit = st[1].decode() if st[1] else "closed"
         return DependencyStatus(
             dependency=dependency,
-            policy_version=int(cast(bytes, version)) if version is not None else None,
+            policy_version=num(version),
             scheduled=int(scheduled),
             in_flight=int(in_flight),
             stream_length=int(length),
-            queued_cost=int(cast(bytes, queued_cost)) if queued_cost is not None else 0,
+            queued_cost=num(st[0]) or 0,
             next_due_us=int(head[0][1]) if head else None,
+            circuit=circuit,
+            circuit_open_until_ms=circuit_until // 1000
+            if circuit == "open" and circuit_until
+            else None,
+            paused_until_ms=paused // 1000 if paused and paused // 1000 > now_ms else None,
+            retry_budget=None if budget is None else budget / 1000,
+            dead_letters=int(dead),
         )
 
     def server_configs(self) -> dict[str, dict[str, str]]:
