@@ -15,9 +15,12 @@
 -- ARGV[4] job_enc     string  encoded job id
 -- ARGV[5] attempt     int     the attempt the caller holds
 -- ARGV[6] token       string  the lease token (stream entry id of that attempt)
+-- ARGV[7] actual_cost int     the cost the job really used, for the scope's quota (-1: as
+--                             declared)
 --
 -- Returns 2 values: ok (1|0), reason ("" or unknown_job | superseded | finished | expired).
 -- Writes: the job record (status completed, history, TTL = retention), inflight, stream,
+-- the scope's quota (the reservation settles to the actual cost),
 -- the circuit breaker's counts (state), and the wake signal when work waits for the
 -- in-flight slot this frees or the circuit closes.
 
@@ -35,6 +38,11 @@ end
 local history = history_with(job_key, {attempt = job.attempt, outcome = 'completed',
   consumer = job.consumer, at_ms = now_ms})
 redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history', history)
+local actual = tonumber(ARGV[7])
+if actual < 0 then
+  actual = job.cost
+end
+quota_settle(job_key, job_enc, job.attempt, actual, now_ms)
 local p = redis.call('HMGET', KEYS[1], 'retention_ms', 'circuit_enabled', 'max_in_flight')
 redis.call('PEXPIRE', job_key, tonumber(p[1]))
 redis.call('ZREM', KEYS[3], job_enc)

@@ -30,7 +30,8 @@
 -- Returns 4 values: ok (1|0), reason ("" or unknown_job | superseded | finished | expired),
 -- decision ("retry" | "dead" | ""), retry_at_ms for a retry, else 0.
 -- Writes: the job record, inflight, stream, delayed (retry), dead (dead letter), state
--- (pause, circuit), a scope bucket (scope-only pause), wake.
+-- (pause, circuit), scope state (waiting counts, scope-only pause), the scope's quota (the
+-- attempt's reservation is given back), wake.
 
 --- @include "limits"
 --- @include "outcomes"
@@ -53,6 +54,7 @@ local history = history_with(job_key, {attempt = job.attempt, outcome = 'failed'
   error = error, consumer = job.consumer, at_ms = now_ms, detail = ARGV[9]})
 redis.call('ZREM', KEYS[5], job_enc)
 end_entry(KEYS[6], {ARGV[3]}, job.token)
+quota_settle(job_key, job_enc, job.attempt, nil, now_ms)  -- a failed attempt gives it back
 local decision, at = retry_or_dead(ctx, job_key, job_enc, job, error, tonumber(ARGV[8]),
   history)
 save_state(ctx)

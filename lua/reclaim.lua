@@ -22,7 +22,8 @@
 --
 -- Returns 4 integers: reclaimed, retried, dead_lettered, next_deadline_ms (the earliest
 -- live lease, when to look again; -1 when nothing is in flight).
--- Writes: job records, inflight, stream, delayed, dead, state, wake.
+-- Writes: job records, inflight, stream, delayed, dead, state, scope state, quota state
+-- (reservations of reclaimed attempts are given back), wake.
 
 --- @include "limits"
 --- @include "outcomes"
@@ -64,6 +65,7 @@ if #expired > 0 then
       local history = history_with(job_key, {attempt = job.attempt, outcome = 'failed',
         error = 'lease_expired', consumer = f[8] or '', at_ms = now_ms})
       end_entry(KEYS[6], groups, job.token)
+      quota_settle(job_key, job_enc, job.attempt, nil, now_ms)
       local decision = retry_or_dead(ctx, job_key, job_enc, job, 'lease_expired', 0, history)
       reclaimed = reclaimed + 1
       if decision == 'retry' then

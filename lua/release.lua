@@ -1,42 +1,49 @@
--- release.lua: the coordinator's step. Moves due work from the delay queue to the stream,
--- through the release-time limits, in queue order (score, then job id).
+-- release.lua: the coordinator's step. Releases waiting work to the stream: fairly between
+-- scopes, within every release-time limit.
 --
--- For the head of the queue: if the dependency bucket or the in-flight limit refuses it,
--- nothing else can go either (they are shared), so the step stops and reports when to come
--- back. If only the job's own scope bucket refuses it (its work arrived late, e.g. after the
--- coordinator was paused), the job is re-spaced: its score moves to the time its scope
--- allows, and the step goes on with the next job. Late work is never dumped in a burst.
+-- 1. Jobs whose eligible time has come leave the delay queue for their scope's ready line
+--    (in eligible-time order, so each scope's work keeps its order).
+-- 2. Throttled scopes whose time has come re-enter the fair queue.
+-- 3. The fair queue (start-time fair queueing, include/limits.lua) picks the scope with the
+--    smallest virtual start tag; its head job is checked against the dependency bucket,
+--    the circuit and the in-flight limit (shared: a refusal ends the step and says when to
+--    come back), then against its scope's own bucket and quota (a refusal throttles only
+--    that scope), then, for a retry, against the retry budget (no token: the job waits in
+--    the delay queue, and past budget.max_wait is dead-lettered retry_budget_exhausted).
+--    Work that arrives late (a paused coordinator) is thus re-spaced by the buckets, never
+--    dumped. Each step is O(log active scopes) per job.
 --
--- KEYS[1] policy    hash    compiled limits of the dependency (read only)
--- KEYS[2] scopes    hash    encoded scope -> "interval_us burst weight_milli" (read only)
--- KEYS[3] state     hash    dtat, last_ms, queued_cost, queued_count, wake_at
--- KEYS[4] delayed   zset    queued job ids, score = eligible time (us)
--- KEYS[5] inflight  zset    released job ids, score = lease deadline (ms)
--- KEYS[6] stream    stream  released work
--- KEYS[7] dead      stream  dead letters (retries the budget could not pay for in time)
+-- KEYS[1] policy     hash    compiled limits of the dependency (read only)
+-- KEYS[2] scopes     hash    encoded scope -> its limits (read only)
+-- KEYS[3] state      hash    dtat, last_ms, queued_cost, queued_count, wake_at, vtime, ...
+-- KEYS[4] delayed    zset    waiting job ids, score = eligible time (us)
+-- KEYS[5] inflight   zset    released job ids, score = lease deadline (ms)
+-- KEYS[6] stream     stream  released work
+-- KEYS[7] dead       stream  dead letters (retries the budget could not pay for in time)
+-- KEYS[8] active     zset    scopes with ready work, score = virtual start tag of the head
+-- KEYS[9] throttled  zset    scopes held by their own bucket or quota, score = until (us)
 -- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
--- ARGV[2] scope_prefix  string  key prefix of scope buckets (carries the hash tag)
--- ARGV[3] now_us        int     explicit time in microseconds, or "" to use Redis TIME
--- ARGV[4] max_steps     int     most queue entries to look at in this call (bounds its run time)
+-- ARGV[2] scope_prefix  string  key prefix of scope state (carries the hash tag)
+-- ARGV[3] ready_prefix  string  key prefix of per-scope ready lines (carries the hash tag)
+-- ARGV[4] quota_prefix  string  key prefix of per-scope quota state (carries the hash tag)
+-- ARGV[5] now_us        int     explicit time in microseconds, or "" to use Redis TIME
+-- ARGV[6] max_steps     int     most jobs to move or release in this call (bounds its run)
 --
--- A retry (attempt > 1) also takes a token from the retry budget; one that finds none waits
--- and, past budget.max_wait, is dead-lettered with reason retry_budget_exhausted.
---
--- Returns 6 integers: released (jobs), released_cost, respaced (jobs moved later: scope
--- re-spacing or waiting for the budget), next_us (when to call again: the head's due time
--- or when the blocking limit frees; -1 when the queue is empty), now_us (the time the step
--- used), budget_dead (retries dead-lettered for want of budget).
---
--- Writes: delayed, job records, dead, scope buckets, state (including wake_at = next_us, read by
--- submit.lua to decide whether the coordinator must be woken early), inflight (adds released
--- jobs; drops leases that ended more than the retention ago), stream.
+-- Returns 6 integers: released (jobs), released_cost, throttled (scopes held back in this
+-- step), next_us (when to call again: when the blocking limit frees or the next job or scope
+-- comes due; -1 when nothing waits), now_us (the time the step used), budget_dead (retries
+-- dead-lettered for want of budget).
+-- Writes: delayed, ready lines, active, throttled, job records, dead, scope state, quota
+-- state, state (including wake_at = next_us, read by submit.lua to decide whether the
+-- coordinator must be woken early), inflight (adds released jobs; drops leases that ended
+-- more than the retention ago), stream.
 
 --- @include "limits"
 --- @include "outcomes"
 
-local job_prefix, scope_prefix = ARGV[1], ARGV[2]
-local now = now_from(ARGV[3])
-local max_steps = tonumber(ARGV[4])
+local job_prefix = ARGV[1]
+local now = now_from(ARGV[5])
+local max_steps = tonumber(ARGV[6])
 local FAR = 9000000000000000
 
 local policy = load_policy(KEYS[1])
@@ -44,92 +51,147 @@ if not policy then
   return {0, 0, 0, -1, now, 0}
 end
 
-local ctx = new_ctx(policy, now, scope_prefix, {policy = KEYS[1], scopes = KEYS[2],
-  state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6], dead = KEYS[7]})
+local ctx = new_ctx(policy, now, ARGV[2], {policy = KEYS[1], scopes = KEYS[2],
+  state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6], dead = KEYS[7],
+  active = KEYS[8], throttled = KEYS[9]})
+ctx.ready_prefix, ctx.quota_prefix = ARGV[3], ARGV[4]
 load_state(ctx)
-local released, released_cost, respaced, budget_dead = 0, 0, 0, 0
+local released, released_cost, throttled, budget_dead = 0, 0, 0, 0
 local budget_cursor = 0
-local next_us = -1
+local blocked_at = nil
+local steps = 0
 
-for _ = 1, max_steps do
+-- 1. due jobs -> their scope's ready line
+while steps < max_steps do
   local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if not head[1] or tonumber(head[2]) > now then
+    break
+  end
+  steps = steps + 1
+  local job_enc = head[1]
+  redis.call('ZREM', KEYS[4], job_enc)
+  local scope_enc = redis.call('HGET', job_prefix .. job_enc, 'scope_enc')
+  if scope_enc then
+    enqueue_ready(ctx, scope_get(ctx, scope_enc), job_enc)
+  else
+    -- A waiting record has no TTL, so this only happens if someone deleted it by hand.
+    ctx.queued_count = math.max(ctx.queued_count - 1, 0)
+  end
+end
+
+-- 2. throttled scopes whose time has come
+for _, scope_enc in ipairs(redis.call('ZRANGE', KEYS[9], '-inf', fmt(now), 'BYSCORE')) do
+  redis.call('ZREM', KEYS[9], scope_enc)
+  local sc = scope_get(ctx, scope_enc)
+  sc.place = 'idle'
+  if redis.call('LLEN', ctx.ready_prefix .. scope_enc) > 0 then
+    activate(ctx, sc)
+  end
+end
+
+-- 3. serve the fair queue
+while steps < max_steps do
+  local head = redis.call('ZRANGE', KEYS[8], 0, 0, 'WITHSCORES')
   if not head[1] then
-    next_us = -1
     break
   end
-  local job_enc, score = head[1], tonumber(head[2])
-  if score > now then
-    next_us = score
-    break
+  steps = steps + 1
+  local scope_enc, tag = head[1], tonumber(head[2])
+  local sc = scope_get(ctx, scope_enc)
+  sc.place = 'active'
+  local line = ctx.ready_prefix .. scope_enc
+  local job_enc = redis.call('LINDEX', line, 0)
+  local f = nil
+  if job_enc then
+    f = redis.call('HMGET', job_prefix .. job_enc, 'id', 'scope', 'cost', 'attempt',
+      'not_before_ms')
   end
-  local job_key = job_prefix .. job_enc
-  local f = redis.call('HMGET', job_key, 'id', 'scope', 'scope_enc', 'cost', 'attempt',
-    'not_before_ms')
-  if not f[1] then
-    -- A queued record has no TTL, so this only happens if someone deleted it by hand.
-    redis.call('ZREM', KEYS[4], job_enc)
+  if not job_enc then
+    deactivate(ctx, sc)  -- an empty line cannot stay in the fair queue
+  elseif not f[1] then
+    redis.call('LPOP', line)  -- a record deleted by hand
+    scope_queue(sc, -1, 0)
     ctx.queued_count = math.max(ctx.queued_count - 1, 0)
   else
-    local cost = tonumber(f[4])
-    local sc = scope_get(ctx, f[3])
-    local attempt = (tonumber(f[5]) or 0) + 1
+    local job_key = job_prefix .. job_enc
+    local cost = tonumber(f[3])
+    local attempt = (tonumber(f[4]) or 0) + 1
     local ok, blocker, at = can_release(ctx, sc, cost)
-    if ok and attempt > 1 and policy.budget_enabled == 1 then
-      -- A retry also needs a token from the retry budget. Without one it waits (it is not
-      -- dropped), at most budget.max_wait past its due time; then it is dead-lettered.
-      local got, token_at = budget_take(ctx)
-      if not got then
-        ok, blocker = false, 'budget'
-        local give_up = (tonumber(f[6]) + policy.budget_max_wait_ms) * 1000
-        at = math.max(token_at or (now + 1000000), budget_cursor)
-        if now >= give_up then
-          local job = {id = f[1], scope = f[2], cost = cost, attempt = attempt - 1}
-          local history = history_with(job_key, {attempt = attempt, outcome = 'dead',
-            error = 'retry_budget_exhausted', at_ms = ms_of(now)})
-          dead_letter(ctx, job_key, job, 'retry_budget_exhausted', 'retry_budget_exhausted',
-            history)
-          redis.call('ZREM', KEYS[4], job_enc)
-          ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
-          ctx.queued_count = math.max(ctx.queued_count - 1, 0)
-          budget_dead = budget_dead + 1
-          at = nil
-        else
-          at = math.min(at, give_up)
-          if policy.budget_mps_milli > 0 then
-            budget_cursor = at + math.ceil(1000000000 / policy.budget_mps_milli)
+    if not ok and (blocker == 'scope' or blocker == 'quota') then
+      throttle(ctx, sc, at)  -- only this scope waits; the others go on
+      throttled = throttled + 1
+    elseif not ok then
+      blocked_at = at
+      break
+    else
+      local go = true
+      if attempt > 1 and policy.budget_enabled == 1 then
+        -- A retry also needs a token from the retry budget. Without one it waits in the
+        -- delay queue (it is not dropped), at most budget.max_wait past its due time.
+        local got, token_at = budget_take(ctx)
+        if not got then
+          go = false
+          redis.call('LPOP', line)
+          if redis.call('LLEN', line) == 0 then
+            deactivate(ctx, sc)
+          end
+          local give_up = (tonumber(f[5]) + policy.budget_max_wait_ms) * 1000
+          if now >= give_up then
+            local job = {id = f[1], scope = f[2], cost = cost, attempt = attempt - 1}
+            local history = history_with(job_key, {attempt = attempt, outcome = 'dead',
+              error = 'retry_budget_exhausted', at_ms = ms_of(now)})
+            dead_letter(ctx, job_key, job, 'retry_budget_exhausted', 'retry_budget_exhausted',
+              history)
+            scope_queue(sc, -1, -cost)
+            ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
+            ctx.queued_count = math.max(ctx.queued_count - 1, 0)
+            budget_dead = budget_dead + 1
+          else
+            local wait_to = math.min(math.max(token_at or (now + 1000000), budget_cursor),
+              give_up)
+            if policy.budget_mps_milli > 0 then
+              budget_cursor = wait_to + math.ceil(1000000000 / policy.budget_mps_milli)
+            end
+            redis.call('ZADD', KEYS[4], fmt(wait_to), job_enc)
           end
         end
       end
-    end
-    if ok then
-      release_job(ctx, job_key, job_enc, f[1], f[2], cost, sc, attempt, {})
-      redis.call('ZREM', KEYS[4], job_enc)
-      ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
-      ctx.queued_count = math.max(ctx.queued_count - 1, 0)
-      released = released + 1
-      released_cost = released_cost + cost
-    elseif blocker == 'budget' then
-      if at then
-        redis.call('ZADD', KEYS[4], fmt(at), job_enc)  -- after the jobs that may go now
-        respaced = respaced + 1
+      if go then
+        redis.call('LPOP', line)
+        ctx.vtime = tag
+        sc.vf = tag + tag_step(sc, cost)
+        release_job(ctx, job_key, job_enc, f[1], f[2], cost, sc, attempt, {})
+        scope_queue(sc, -1, -cost)
+        ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
+        ctx.queued_count = math.max(ctx.queued_count - 1, 0)
+        released = released + 1
+        released_cost = released_cost + cost
+        if redis.call('LLEN', line) == 0 then
+          deactivate(ctx, sc)
+        else
+          redis.call('ZADD', KEYS[8], string.format('%.17g', sc.vf), scope_enc)
+        end
       end
-    elseif blocker == 'scope' then
-      -- The scope's work is late (e.g. the coordinator was paused): move it to when the
-      -- scope allows it, one interval after the last job this scope had moved, so a large
-      -- backlog is re-spaced once, in submit order, instead of dumped or re-examined.
-      if sc.rcur > at then
-        at = sc.rcur
-      end
-      redis.call('ZADD', KEYS[4], fmt(at), job_enc)
-      sc.rcur = at + cost * sc.lim.interval
-      sc.dirty = true
-      respaced = respaced + 1
-    else
-      next_us = at
-      break
     end
   end
-  next_us = now  -- ran out of steps with work still due: come back at once
+end
+
+-- When to come back: a shared limit that blocked, more work than this step could take,
+-- the next job or throttled scope coming due.
+local next_us = -1
+if blocked_at then
+  next_us = blocked_at
+elseif steps >= max_steps then
+  next_us = now
+else
+  local d = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local t = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
+  if d[2] then
+    next_us = tonumber(d[2])
+  end
+  if t[2] and (next_us < 0 or tonumber(t[2]) < next_us) then
+    next_us = tonumber(t[2])
+  end
 end
 
 -- Forget leases that ended longer ago than the retention: their job records have expired
@@ -137,9 +199,6 @@ end
 -- This keeps the in-flight index bounded even if nothing ever reports an outcome.
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. fmt(ms_of(now) - policy.retention_ms))
 
-if next_us == now and redis.call('ZCARD', KEYS[4]) == 0 then
-  next_us = -1
-end
 save_state(ctx)
 scope_flush(ctx)
 local wake_at = next_us
@@ -147,4 +206,4 @@ if wake_at < 0 then
   wake_at = FAR
 end
 redis.call('HSET', KEYS[3], 'wake_at', fmt(wake_at))
-return {released, released_cost, respaced, next_us, now, budget_dead}
+return {released, released_cost, throttled, next_us, now, budget_dead}

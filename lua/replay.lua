@@ -7,28 +7,30 @@
 -- a no-op, and a job whose record is active again (resubmitted or replayed) is left alone.
 --
 -- KEYS[1] policy    hash    compiled limits (read only: must exist)
--- KEYS[2] state     hash    queued_cost, queued_count, wake_at
--- KEYS[3] delayed   zset    queued job ids, score = eligible time (us)
--- KEYS[4] dead      stream  dead letters (read only)
--- KEYS[5] replayed  hash    dead-letter entry id -> time it was replayed (ms)
--- KEYS[6] wake      list    coordinator wake-up signal (at most one element)
--- ARGV[1] job_prefix  string  key prefix of job records (carries the hash tag)
--- ARGV[2] now_us      int     explicit time in microseconds, or "" to use Redis TIME
--- ARGV[3] count       int     number of entries that follow
--- ARGV[4...] entries  3 values per entry: dead-letter entry id, job_enc, scope_enc
+-- KEYS[2] scopes    hash    encoded scope -> its limits (read only)
+-- KEYS[3] state     hash    queued_cost, queued_count, wake_at
+-- KEYS[4] delayed   zset    queued job ids, score = eligible time (us)
+-- KEYS[5] dead      stream  dead letters (read only)
+-- KEYS[6] replayed  hash    dead-letter entry id -> time it was replayed (ms)
+-- KEYS[7] wake      list    coordinator wake-up signal (at most one element)
+-- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
+-- ARGV[2] scope_prefix  string  key prefix of scope state (carries the hash tag)
+-- ARGV[3] now_us        int     explicit time in microseconds, or "" to use Redis TIME
+-- ARGV[4] count         int     number of entries that follow
+-- ARGV[5...] entries    3 values per entry: dead-letter entry id, job_enc, scope_enc
 --
 -- Returns one status per entry: "replayed" | "missing" (no such dead letter) |
 -- "already_replayed" | "active" (the job id is in use again), or "unknown_dependency" for
 -- every entry when no policy is applied.
--- Writes: job records, delayed, state, replayed, wake.
+-- Writes: job records, delayed, state, scope state (waiting counts), replayed, wake.
 
 --- @include "limits"
 --- @include "outcomes"
 
 local job_prefix = ARGV[1]
-local now = now_from(ARGV[2])
+local now = now_from(ARGV[3])
 local now_ms = ms_of(now)
-local count = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
 local out = {}
 local policy = load_policy(KEYS[1])
 if not policy then
@@ -37,19 +39,19 @@ if not policy then
   end
   return out
 end
-local ctx = new_ctx(policy, now, '', {policy = KEYS[1], state = KEYS[2], delayed = KEYS[3],
-  wake = KEYS[6]})
+local ctx = new_ctx(policy, now, ARGV[2], {policy = KEYS[1], scopes = KEYS[2],
+  state = KEYS[3], delayed = KEYS[4], wake = KEYS[7]})
 load_state(ctx)
 local dirty = false
 for i = 1, count do
-  local base = 3 + (i - 1) * 3
+  local base = 4 + (i - 1) * 3
   local entry_id, job_enc, scope_enc = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   local job_key = job_prefix .. job_enc
-  local found = redis.call('XRANGE', KEYS[4], entry_id, entry_id)
+  local found = redis.call('XRANGE', KEYS[5], entry_id, entry_id)
   local status = redis.call('HGET', job_key, 'status')
   if not found[1] then
     out[i] = 'missing'
-  elseif redis.call('HEXISTS', KEYS[5], entry_id) == 1 then
+  elseif redis.call('HEXISTS', KEYS[6], entry_id) == 1 then
     out[i] = 'already_replayed'
   elseif status and status ~= 'dead' and status ~= 'completed' then
     out[i] = 'active'
@@ -68,8 +70,9 @@ for i = 1, count do
     redis.call('HSET', job_key, 'id', f.id, 'scope', f.scope, 'scope_enc', scope_enc,
       'cost', f.cost, 'payload', f.payload or '', 'attempt', 0, 'status', 'scheduled',
       'submitted_ms', now_ms, 'not_before_ms', now_ms, 'history', cjson.encode(h))
-    redis.call('ZADD', KEYS[3], fmt(now), job_enc)
-    redis.call('HSET', KEYS[5], entry_id, now_ms)
+    redis.call('ZADD', KEYS[4], fmt(now), job_enc)
+    redis.call('HSET', KEYS[6], entry_id, now_ms)
+    scope_queue(scope_get(ctx, scope_enc), 1, tonumber(f.cost))
     ctx.queued_cost = ctx.queued_cost + tonumber(f.cost)
     ctx.queued_count = ctx.queued_count + 1
     dirty = true
@@ -78,6 +81,7 @@ for i = 1, count do
 end
 if dirty then
   save_state(ctx)
+  scope_flush(ctx)
   signal_wake(ctx, now)
 end
 return out

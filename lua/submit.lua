@@ -1,46 +1,58 @@
 -- submit.lua: admission. Decides, for each job of a batch, released | scheduled | rejected.
 --
--- Design (see janus/store.py for the full note): the scope's own bucket is reserved here, at
--- submit time, which fixes the job's place in the delay queue (score = the earliest time its
--- scope allows it). The dependency's bucket and in-flight limit are taken only at release
--- time, so a flood from one scope never books the dependency's future capacity ahead of a
--- scope that arrives later. not_before_ms is therefore a lower bound: the scope reservation,
--- or a dependency estimate from the queue ahead, whichever is later.
+-- Design (see janus/store.py for the map): the scope's own bucket is reserved here, at
+-- submit time; it fixes when the job may run as far as its scope is concerned (eligible).
+-- The dependency's share is decided at release time, fairly between scopes (start-time fair
+-- queueing, see include/limits.lua), together with the dependency bucket, the in-flight
+-- limit, the circuit and the scope's quota. So a flood from one scope never books the
+-- dependency's future capacity ahead of a scope that arrives later, and not_before_ms is an
+-- estimate and a lower bound.
 --
--- A job is released at once only when its scope allows it now, nothing due is queued ahead
--- of it, and the dependency bucket and in-flight limit allow it now. A job id that already
--- exists returns that job's state and changes nothing, so a repeated call is a no-op.
+-- A job is released at once only when its scope allows it now, no other work waits (no
+-- scope in the fair queue, nothing due in the delay queue) and every release-time check
+-- passes. Otherwise it waits: in its scope's ready line when its scope allows it now, else
+-- in the delay queue until it does. It is rejected, with nothing kept, when its scope's
+-- waiting line is full (max_queued / max_queued_cost: scope_queue_full), its quota is spent
+-- and the policy says reject (quota_exhausted), or the estimated wait exceeds max_wait
+-- (max_wait_exceeded, or circuit_open / dependency_paused when that is what holds it).
+-- A job id that already exists returns that job's state and changes nothing, so a repeated
+-- call is a no-op.
 --
--- KEYS[1] policy    hash    compiled limits of the dependency (read only)
--- KEYS[2] scopes    hash    encoded scope -> "interval_us burst weight_milli" (read only)
--- KEYS[3] state     hash    dtat, last_ms, queued_cost, queued_count, wake_at
--- KEYS[4] delayed   zset    queued job ids, score = eligible time (us)
--- KEYS[5] inflight  zset    released job ids, score = lease deadline (ms)
--- KEYS[6] stream    stream  released work
--- KEYS[7] wake      list    coordinator wake-up signal (at most one element)
+-- KEYS[1] policy     hash    compiled limits of the dependency (read only)
+-- KEYS[2] scopes     hash    encoded scope -> its limits (read only)
+-- KEYS[3] state      hash    dtat, last_ms, queued_cost, queued_count, wake_at, vtime, ...
+-- KEYS[4] delayed    zset    waiting job ids, score = eligible time (us)
+-- KEYS[5] inflight   zset    released job ids, score = lease deadline (ms)
+-- KEYS[6] stream     stream  released work
+-- KEYS[7] wake       list    coordinator wake-up signal (at most one element)
+-- KEYS[8] active     zset    scopes with ready work, score = virtual start tag of the head
+-- KEYS[9] throttled  zset    scopes held by their own bucket or quota, score = until (us)
 -- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
--- ARGV[2] scope_prefix  string  key prefix of scope buckets (carries the hash tag)
--- ARGV[3] now_us        int     explicit time in microseconds, or "" to use Redis TIME
--- ARGV[4] count         int     number of jobs that follow
--- ARGV[5...] jobs       6 values per job: job_enc, job_id, scope_enc, scope, cost, payload
+-- ARGV[2] scope_prefix  string  key prefix of scope state (carries the hash tag)
+-- ARGV[3] ready_prefix  string  key prefix of per-scope ready lines (carries the hash tag)
+-- ARGV[4] quota_prefix  string  key prefix of per-scope quota state (carries the hash tag)
+-- ARGV[5] now_us        int     explicit time in microseconds, or "" to use Redis TIME
+-- ARGV[6] count         int     number of jobs that follow
+-- ARGV[7...] jobs       6 values per job: job_enc, job_id, scope_enc, scope, cost, payload
 --
 -- Returns 7 values per job, in order: status ("released" | "scheduled" | "rejected"),
 -- reason ("" | "unknown_dependency" | "max_wait_exceeded" | "circuit_open" |
--- "dependency_paused"), not_before_ms, retry_after_ms
--- (-1 when there is none),
--- created (1 if this call created the job, 0 if it already existed), attempt, state
--- (the job record's status: "" when rejected, "scheduled", "queued", ...).
--- Raises (nothing written) "JANUS_INVALID <index> <field> <detail>" when a job's cost exceeds
+-- "dependency_paused" | "scope_queue_full" | "quota_exhausted"), not_before_ms,
+-- retry_after_ms (-1 when there is none), created (1 if this call created the job, 0 if it
+-- already existed), attempt, state (the job record's status: "" when rejected).
+-- Raises (nothing written) "JANUS_INVALID <index> <detail>" when a job's cost exceeds
 -- max_cost or its payload exceeds max_payload.
 --
--- Writes: job records, scope buckets, state, delayed, inflight, stream, wake.
+-- Writes: job records, scope state, ready lines, active, state, delayed, inflight, stream,
+-- quota state, wake.
 
 --- @include "limits"
 
-local job_prefix, scope_prefix = ARGV[1], ARGV[2]
-local now = now_from(ARGV[3])
-local count = tonumber(ARGV[4])
+local job_prefix = ARGV[1]
+local now = now_from(ARGV[5])
+local count = tonumber(ARGV[6])
 local FIELDS = 6
+local FIRST = 6
 
 local policy = load_policy(KEYS[1])
 if not policy then
@@ -55,7 +67,7 @@ end
 
 -- Validate the whole batch before writing anything.
 for i = 1, count do
-  local base = 4 + (i - 1) * FIELDS
+  local base = FIRST + (i - 1) * FIELDS
   local cost = tonumber(ARGV[base + 5])
   local size = string.len(ARGV[base + 6])
   if not cost or cost < 1 or cost ~= math.floor(cost) then
@@ -71,13 +83,16 @@ for i = 1, count do
   end
 end
 
-local ctx = new_ctx(policy, now, scope_prefix, {policy = KEYS[1], scopes = KEYS[2],
-  state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6]})
+local ctx = new_ctx(policy, now, ARGV[2], {policy = KEYS[1], scopes = KEYS[2],
+  state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6],
+  active = KEYS[8], throttled = KEYS[9]})
+ctx.ready_prefix, ctx.quota_prefix = ARGV[3], ARGV[4]
 load_state(ctx)
 local out = {}
 local dirty = false
-local wake_needed = false
+local wake_at = nil
 local now_ms = ms_of(now)
+local others_waiting = nil  -- is any work waiting (fair queue or due in the delay queue)?
 
 local function emit(status, reason, nb_ms, ra_ms, created, attempt, state)
   local n = #out
@@ -85,8 +100,12 @@ local function emit(status, reason, nb_ms, ra_ms, created, attempt, state)
   out[n + 5], out[n + 6], out[n + 7] = created, attempt, state
 end
 
+local function reject(reason, at)
+  emit('rejected', reason, math.ceil(at / 1000), math.ceil((at - now) / 1000), 0, 0, '')
+end
+
 for i = 1, count do
-  local base = 4 + (i - 1) * FIELDS
+  local base = FIRST + (i - 1) * FIELDS
   local job_enc, job_id = ARGV[base + 1], ARGV[base + 2]
   local scope_enc, scope = ARGV[base + 3], ARGV[base + 4]
   local cost, payload = tonumber(ARGV[base + 5]), ARGV[base + 6]
@@ -107,61 +126,87 @@ for i = 1, count do
     local sc = scope_get(ctx, scope_enc)
     local lim = sc.lim
     local eligible = gcra_earliest(sc.stat, now, cost, lim.interval, lim.burst)
-
-    -- Queue ahead of this job: everything due no later than it. Costs are estimated from
-    -- the queue's mean so this stays O(log n); an empty queue needs no look at all.
-    local ahead_n, ahead_cost = 0, 0
-    if ctx.queued_count > 0 then
-      ahead_n = redis.call('ZCOUNT', KEYS[4], '-inf', fmt(eligible))
-      ahead_cost = ahead_n * ctx.queued_cost / ctx.queued_count
+    local full_at = nil
+    if (lim.max_queued > 0 and sc.qn + 1 > lim.max_queued) or
+        (lim.max_queued_cost > 0 and sc.qc + cost > lim.max_queued_cost) then
+      -- Backpressure: about when the line will have drained enough, at the scope's rate.
+      full_at = now + math.max(sc.qc + cost - math.max(lim.max_queued_cost, 0), 1) * lim.interval
     end
-    local dep_at = gcra_earliest(ctx.dtat, now, ahead_cost + cost, policy.interval_us,
-      policy.burst)
-    local not_before = math.max(eligible, dep_at)
-    local circuit_at = circuit_blocks(ctx)
-    if circuit_at and ctx.circuit.state == 'open' then
-      not_before = math.max(not_before, circuit_at)
-    end
-    local wait_ms = math.ceil((not_before - now) / 1000)
-
-    if not_before - now > policy.max_wait_ms * 1000 then
-      -- Name what holds the job back: an open circuit, a Retry-After pause, or plain load.
-      local reason = 'max_wait_exceeded'
-      if circuit_at and ctx.circuit.state == 'open' and circuit_at >= not_before then
-        reason = 'circuit_open'
-      elseif ctx.paused_until > now or sc.pu > now then
-        reason = 'dependency_paused'
-      end
-      emit('rejected', reason, math.ceil(not_before / 1000), wait_ms, 0, 0, '')
+    -- The quota must also fit everything this scope already has waiting.
+    local q_at = quota_at(ctx, sc, sc.qc + cost)
+    if full_at then
+      reject('scope_queue_full', full_at)
+    elseif lim.q_limit > 0 and lim.q_wait == 0 and (not q_at or q_at > now) then
+      reject('quota_exhausted', q_at or (now + lim.q_period * 1000))
     else
-      dirty = true
-      sc.stat = gcra_take(sc.stat, eligible, cost, lim.interval)
-      sc.dirty = true
-      local nb_ms = math.ceil(not_before / 1000)
-      local record = {'id', job_id, 'scope', scope, 'scope_enc', scope_enc, 'cost', cost,
-        'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms}
-
-      local released = false
-      if eligible <= now and ahead_n == 0 then
-        if can_release(ctx, sc, cost) then
-          release_job(ctx, job_key, job_enc, job_id, scope, cost, sc, 1, record)
-          emit('released', '', now_ms, -1, 1, 1, 'queued')
-          released = true
-        end
+      -- Estimate: the scope's eligibility, the quota, the circuit, and the dependency's
+      -- capacity after the cost served first: this scope's own waiting work, and what the
+      -- fair queue gives the other active scopes until this job's virtual start tag (their
+      -- weights times the virtual time in between).
+      local tag = math.max(ctx.vtime, sc.vf) + sc.qc * 1000000 / lim.weight
+      local others = ctx.active_w
+      if scope_place(ctx, sc) == 'active' then
+        others = others - lim.weight
       end
-      if not released then
-        local n = #record
-        record[n + 1], record[n + 2] = 'status', 'scheduled'
-        record[n + 3], record[n + 4] = 'attempt', 0
-        redis.call('HSET', job_key, unpack(record))
-        redis.call('ZADD', KEYS[4], fmt(eligible), job_enc)
-        ctx.queued_cost = ctx.queued_cost + cost
-        ctx.queued_count = ctx.queued_count + 1
-        if not ctx.wake_at or eligible < ctx.wake_at then
-          ctx.wake_at = eligible
-          wake_needed = true
+      local ahead = sc.qc + (tag - ctx.vtime) * math.max(others, 0) / 1000000
+      local dep_at = gcra_earliest(ctx.dtat, now, ahead + cost, policy.interval_us, policy.burst)
+      local not_before = math.max(eligible, dep_at, q_at or now)
+      local circuit_at = circuit_blocks(ctx)
+      if circuit_at and ctx.circuit.state == 'open' then
+        not_before = math.max(not_before, circuit_at)
+      end
+      if not_before - now > policy.max_wait_ms * 1000 then
+        local reason = 'max_wait_exceeded'
+        if circuit_at and ctx.circuit.state == 'open' and circuit_at >= not_before then
+          reason = 'circuit_open'
+        elseif q_at and q_at >= not_before and q_at > now then
+          reason = 'quota_exhausted'
+        elseif ctx.paused_until > now or sc.pu > now then
+          reason = 'dependency_paused'
         end
-        emit('scheduled', '', nb_ms, -1, 1, 0, 'scheduled')
+        reject(reason, not_before)
+      else
+        dirty = true
+        sc.stat = gcra_take(sc.stat, eligible, cost, lim.interval)
+        sc.dirty = true
+        local nb_ms = math.ceil(not_before / 1000)
+        local record = {'id', job_id, 'scope', scope, 'scope_enc', scope_enc, 'cost', cost,
+          'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms}
+
+        local released = false
+        if eligible <= now then
+          if others_waiting == nil then
+            others_waiting = redis.call('ZCARD', KEYS[8]) > 0 or (ctx.queued_count > 0 and
+              redis.call('ZCOUNT', KEYS[4], '-inf', fmt(now)) > 0)
+          end
+          if not others_waiting and can_release(ctx, sc, cost) then
+            local t = math.max(ctx.vtime, sc.vf)
+            ctx.vtime, sc.vf = t, t + tag_step(sc, cost)
+            release_job(ctx, job_key, job_enc, job_id, scope, cost, sc, 1, record)
+            emit('released', '', now_ms, -1, 1, 1, 'queued')
+            released = true
+          end
+        end
+        if not released then
+          local n = #record
+          record[n + 1], record[n + 2] = 'status', 'scheduled'
+          record[n + 3], record[n + 4] = 'attempt', 0
+          redis.call('HSET', job_key, unpack(record))
+          if eligible <= now then
+            enqueue_ready(ctx, sc, job_enc)
+            others_waiting = true
+          else
+            redis.call('ZADD', KEYS[4], fmt(eligible), job_enc)
+          end
+          scope_queue(sc, 1, cost)
+          ctx.queued_cost = ctx.queued_cost + cost
+          ctx.queued_count = ctx.queued_count + 1
+          local at = math.max(eligible, dep_at)
+          if not wake_at or at < wake_at then
+            wake_at = at
+          end
+          emit('scheduled', '', nb_ms, -1, 1, 0, 'scheduled')
+        end
       end
     end
   end
@@ -171,8 +216,8 @@ if dirty or ctx.circuit_dirty then
   save_state(ctx)
   scope_flush(ctx)
 end
-if wake_needed then
-  redis.call('HSET', KEYS[3], 'wake_at', fmt(ctx.wake_at))
+if wake_at and (not ctx.wake_at or wake_at < ctx.wake_at) then
+  redis.call('HSET', KEYS[3], 'wake_at', fmt(wake_at))
   if redis.call('LLEN', KEYS[7]) == 0 then
     redis.call('LPUSH', KEYS[7], '1')
   end

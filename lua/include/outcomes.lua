@@ -254,6 +254,7 @@ local function retry_or_dead(ctx, job_key, job_enc, job, error, retry_after_ms, 
     'not_before_ms', ms_of(at), 'last_delay_ms', delay)
   redis.call('PERSIST', job_key)  -- queued records live as long as they are queued
   redis.call('ZADD', ctx.keys.delayed, fmt(at), job_enc)
+  scope_queue(scope_get(ctx, job.scope_enc), 1, job.cost)
   ctx.queued_cost = ctx.queued_cost + job.cost
   ctx.queued_count = ctx.queued_count + 1
   signal_wake(ctx, at)

@@ -8,7 +8,13 @@ Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
     P:{D}:state                  hash    dependency bucket, queue totals, coordinator wake time
     P:{D}:s:<scope>              hash    one scope's buckets (TTL: until its buckets are full)
     P:{D}:j:<job>                hash    one job record (no TTL while queued; TTL once released)
-    P:{D}:delayed                zset    queued jobs, score = eligible time in microseconds
+    P:{D}:delayed                zset    waiting jobs not yet eligible, score = eligible time (us)
+    P:{D}:active                 zset    scopes with ready work, score = virtual start tag (fair
+                                         queueing)
+    P:{D}:throttled              zset    scopes held by their own bucket or quota, score = until
+    P:{D}:q:<scope>              list    one scope's ready jobs, FIFO (bounded by its work)
+    P:{D}:quota:<scope>          hash    one scope's quota window (TTL: two periods)
+    P:{D}:quota:<scope>:log      zset    rolling quota: reservations by time (TTL: two periods)
     P:{D}:inflight               zset    released jobs, score = lease deadline in milliseconds
     P:{D}:stream                 stream  released work, read by workers (acked entries deleted)
     P:{D}:dead                   stream  dead letters: job, payload, every attempt's outcome
@@ -139,6 +145,28 @@ class Keys:
         return f"{self.base}:wake"
 
     @property
+    def active(self) -> str:
+        return f"{self.base}:active"
+
+    @property
+    def throttled(self) -> str:
+        return f"{self.base}:throttled"
+
+    @property
+    def ready_prefix(self) -> str:
+        return f"{self.base}:q:"
+
+    @property
+    def quota_prefix(self) -> str:
+        return f"{self.base}:quota:"
+
+    def ready(self, scope: str) -> str:
+        return self.ready_prefix + encode_part(scope)
+
+    def quota(self, scope: str) -> str:
+        return self.quota_prefix + encode_part(scope)
+
+    @property
     def job_prefix(self) -> str:
         return f"{self.base}:j:"
 
@@ -164,6 +192,8 @@ class Keys:
             self.dead,
             self.replayed,
             self.wake,
+            self.active,
+            self.throttled,
         ]
 
 

@@ -275,6 +275,24 @@ _Weight = Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=Fal
 _InFlight = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
 
 
+class Quota(BaseModel):
+    """A hard cost budget of one scope: at most ``limit`` cost released per ``period_ms``.
+
+    ``fixed`` windows reset at multiples of the period (Redis time); ``rolling`` counts the
+    last ``period_ms``. At release a job reserves its declared cost; the worker's report
+    settles the actual cost; a failed or dead-lettered attempt gives its reservation back.
+    When the quota is spent, ``on_exhausted`` says whether a submit is rejected
+    (``quota_exhausted``, with the reset time) or waits for the reset.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=10**15)]
+    period_ms: Annotated[int, Field(ge=1000, le=MAX_DURATION_MS)]
+    window: Literal["fixed", "rolling"] = "fixed"
+    on_exhausted: Literal["reject", "wait"] = "reject"
+
+
 class ScopeLimits(BaseModel):
     """Effective limits of one scope (tenant), inheritance already applied."""
 
@@ -283,6 +301,11 @@ class ScopeLimits(BaseModel):
     rate: _Rate
     burst: _Burst
     weight: _Weight = 1.0
+    max_queued: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    """Most jobs this scope may have waiting (scheduled, retrying); more are rejected."""
+    max_queued_cost: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    """Most cost this scope may have waiting."""
+    quota: Quota | None = None
 
 
 Jitter = Literal["full", "equal", "decorrelated", "none"]
@@ -399,6 +422,11 @@ def _tightest_burst(
     """The smallest burst a job must fit into, and where it is declared (first wins ties)."""
     bounds = [("burst", burst), (f"scopes.{DEFAULT_SCOPE}.burst", default.burst)]
     bounds += [(f"scopes.{_label(n)}.burst", s.burst) for n, s in overrides.items()]
+    for name, scope in [(DEFAULT_SCOPE, default), *overrides.items()]:
+        if scope.quota is not None:
+            bounds.append((f"scopes.{_label(name)}.quota.limit", scope.quota.limit))
+        if scope.max_queued_cost is not None:
+            bounds.append((f"scopes.{_label(name)}.max_queued_cost", scope.max_queued_cost))
     return min(bounds, key=lambda bound: bound[1])
 
 
@@ -454,6 +482,15 @@ def _size(minimum: int, maximum: int) -> Callable[[object], int]:
 _RAW = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class _RawQuota(BaseModel):
+    model_config = _RAW
+
+    limit: Annotated[int, Field(ge=1, le=10**15)]
+    period: Annotated[int, BeforeValidator(_duration(1000))]
+    window: Literal["fixed", "rolling"] = "fixed"
+    on_exhausted: Literal["reject", "wait"] = "reject"
+
+
 class _RawScope(BaseModel):
     """One entry under ``scopes:`` as written; omitted fields inherit."""
 
@@ -463,6 +500,9 @@ class _RawScope(BaseModel):
     burst: _Burst | None = None
     weight: _Weight | None = None
     retry: _RawAttempts | None = None
+    max_queued: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    max_queued_cost: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    quota: _RawQuota | Literal[False] | None = None
 
 
 def _error_kinds(value: object) -> tuple[str, ...]:
@@ -701,16 +741,39 @@ def _resolve(
     found: list[PolicyIssue] = []
     scopes = dict(raw.scopes or {})
     section = scopes.pop(DEFAULT_SCOPE, None) or _RawScope()
+
+    def quota(raw_quota: _RawQuota | Literal[False] | None, parent: Quota | None) -> Quota | None:
+        if raw_quota is None:
+            return parent
+        if raw_quota is False:
+            return None
+        return Quota(
+            limit=raw_quota.limit,
+            period_ms=raw_quota.period,
+            window=raw_quota.window,
+            on_exhausted=raw_quota.on_exhausted,
+        )
+
     default = ScopeLimits(
         rate=raw.rate if section.rate is None else section.rate,
         burst=raw.burst if section.burst is None else section.burst,
         weight=1.0 if section.weight is None else section.weight,
+        max_queued=section.max_queued,
+        max_queued_cost=section.max_queued_cost,
+        quota=quota(section.quota, None),
     )
     overrides = {
         scope: ScopeLimits(
             rate=default.rate if raw_scope.rate is None else raw_scope.rate,
             burst=default.burst if raw_scope.burst is None else raw_scope.burst,
             weight=default.weight if raw_scope.weight is None else raw_scope.weight,
+            max_queued=default.max_queued if raw_scope.max_queued is None else raw_scope.max_queued,
+            max_queued_cost=(
+                default.max_queued_cost
+                if raw_scope.max_queued_cost is None
+                else raw_scope.max_queued_cost
+            ),
+            quota=quota(raw_scope.quota, default.quota),
         )
         for scope, raw_scope in scopes.items()
     }
@@ -1052,6 +1115,7 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
         "scope_interval_us": interval_us(default.rate),
         "scope_burst": default.burst,
         "scope_weight_milli": weight_milli(default.weight),
+        **dict(zip(SCOPE_FIELDS[3:], scope_numbers(default)[3:], strict=True)),
     }
     scopes: dict[str, str] = {}
     names: dict[str, str] = {}
@@ -1070,7 +1134,7 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
             )
             continue
         names[key] = scope
-        scopes[key] = f"{interval_us(limits.rate)} {limits.burst} {weight_milli(limits.weight)}"
+        scopes[key] = " ".join(map(str, scope_numbers(limits)))
     if issues:
         raise PolicyError(issues)
     fields["scope_overrides"] = len(scopes)  # lets the scripts skip the lookup when zero
@@ -1117,6 +1181,37 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
     return CompiledPolicy(dependency=name, fields=fields, scopes=scopes, digest=digest, texts=texts)
 
 
+#: What the scripts know of a scope, in the order of a ``scopes`` hash value (the default
+#: scope's are policy fields with a ``scope_`` prefix). 0 means "none" for the optional ones.
+SCOPE_FIELDS = (
+    "scope_interval_us",
+    "scope_burst",
+    "scope_weight_milli",
+    "scope_max_queued",
+    "scope_max_queued_cost",
+    "scope_quota_limit",
+    "scope_quota_period_ms",
+    "scope_quota_rolling",
+    "scope_quota_wait",
+)
+
+
+def scope_numbers(limits: ScopeLimits) -> tuple[int, ...]:
+    """A scope's limits as the integers of :data:`SCOPE_FIELDS`."""
+    q = limits.quota
+    return (
+        interval_us(limits.rate),
+        limits.burst,
+        weight_milli(limits.weight),
+        limits.max_queued or 0,
+        limits.max_queued_cost or 0,
+        0 if q is None else q.limit,
+        0 if q is None else q.period_ms,
+        int(q is not None and q.window == "rolling"),
+        int(q is not None and q.on_exhausted == "wait"),
+    )
+
+
 def attempt_text(a: AttemptPolicy) -> str:
     """A scope's retry rules as the scripts read them (the policy hash field
     ``retry:<scope>``): max_attempts base_ms factor_milli max_ms jitter_code retry_on."""
@@ -1141,7 +1236,24 @@ def _rate(rate: float) -> str:
 
 
 def _describe_scope(limits: ScopeLimits) -> dict[str, object]:
-    return {"rate": _rate(limits.rate), "burst": limits.burst, "weight": limits.weight}
+    out: dict[str, object] = {
+        "rate": _rate(limits.rate),
+        "burst": limits.burst,
+        "weight": limits.weight,
+    }
+    if limits.max_queued is not None:
+        out["max_queued"] = limits.max_queued
+    if limits.max_queued_cost is not None:
+        out["max_queued_cost"] = limits.max_queued_cost
+    if limits.quota is not None:
+        q = limits.quota
+        out["quota"] = {
+            "limit": q.limit,
+            "period": format_duration_ms(q.period_ms),
+            "window": q.window,
+            "on_exhausted": q.on_exhausted,
+        }
+    return out
 
 
 def describe(policy: DependencyPolicy) -> dict[str, object]:

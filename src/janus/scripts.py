@@ -69,19 +69,20 @@ def _check_names(
 
 
 _STATE_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream")
+_QUEUE_ARGV = ("job_prefix", "scope_prefix", "ready_prefix", "quota_prefix")
 _OUTCOME_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream", "dead", "wake")
 
 SPECS: dict[str, ScriptSpec] = {
     "submit": ScriptSpec(
         "submit",
-        keys=(*_STATE_KEYS, "wake"),
-        argv=("job_prefix", "scope_prefix", "now_us", "count", "jobs"),
+        keys=(*_STATE_KEYS, "wake", "active", "throttled"),
+        argv=(*_QUEUE_ARGV, "now_us", "count", "jobs"),
         variadic=True,
     ),
     "release": ScriptSpec(
         "release",
-        keys=(*_STATE_KEYS, "dead"),
-        argv=("job_prefix", "scope_prefix", "now_us", "max_steps"),
+        keys=(*_STATE_KEYS, "dead", "active", "throttled"),
+        argv=(*_QUEUE_ARGV, "now_us", "max_steps"),
     ),
     "start": ScriptSpec(
         "start",
@@ -97,7 +98,7 @@ SPECS: dict[str, ScriptSpec] = {
     "complete": ScriptSpec(
         "complete",
         keys=("policy", "state", "inflight", "stream", "wake"),
-        argv=("job_prefix", "now_us", "group", "job_enc", "attempt", "token"),
+        argv=("job_prefix", "now_us", "group", "job_enc", "attempt", "token", "actual_cost"),
     ),
     "fail": ScriptSpec(
         "fail",
@@ -122,8 +123,8 @@ SPECS: dict[str, ScriptSpec] = {
     ),
     "replay": ScriptSpec(
         "replay",
-        keys=("policy", "state", "delayed", "dead", "replayed", "wake"),
-        argv=("job_prefix", "now_us", "count", "entries"),
+        keys=("policy", "scopes", "state", "delayed", "dead", "replayed", "wake"),
+        argv=("job_prefix", "scope_prefix", "now_us", "count", "entries"),
         variadic=True,
     ),
     "apply_policy": ScriptSpec(

@@ -62,7 +62,7 @@ class _Plan(NamedTuple):
 
 
 #: ARGV that are key prefixes (they carry the hash tag): filled in from Keys by name.
-_PREFIX_ARGV = ("job_prefix", "scope_prefix")
+_PREFIX_ARGV = ("job_prefix", "scope_prefix", "ready_prefix", "quota_prefix")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class DependencyStatus:
     dependency: str
     policy_version: int | None
     scheduled: int
-    """Jobs in the delay queue (new, retries waiting, or held by a limit)."""
+    """Jobs waiting: in the delay queue or a scope's ready line (new, retries, held back)."""
     in_flight: int
     """Released jobs whose lease is live and whose outcome is not reported."""
     stream_length: int
@@ -99,6 +99,8 @@ class DependencyStatus:
     retry_budget: float | None
     """Retry tokens banked at the last update (None: no budget used yet)."""
     dead_letters: int
+    active_scopes: int = 0
+    """Scopes with ready work in the fair queue."""
 
 
 def _retry() -> Retry:
@@ -226,8 +228,9 @@ class Store:
     def submit(self, dependency: str, jobs: Sequence[JobArgs], now_us: int | None) -> Any:
         """One submit.lua call for a batch of jobs (the hot path: no per-call key building)."""
         plan = self._plan("submit", dependency)
-        args: list[Arg] = [plan.fill["job_prefix"], plan.fill["scope_prefix"], _now(now_us)]
-        args.append(len(jobs))
+        f = plan.fill  # submit.lua's ARGV order: the four prefixes, now_us, count, jobs...
+        args: list[Arg] = [f["job_prefix"], f["scope_prefix"], f["ready_prefix"]]
+        args += [f["quota_prefix"], _now(now_us), len(jobs)]
         for job in jobs:
             args.extend(job.flat())
         try:
@@ -314,6 +317,7 @@ class Store:
         attempt: int,
         token: str,
         now_us: int | None,
+        actual_cost: int | None = None,
     ) -> Any:
         argv: dict[str, Arg] = {
             "now_us": _now(now_us),
@@ -321,6 +325,7 @@ class Store:
             "job_enc": job_enc,
             "attempt": attempt,
             "token": token,
+            "actual_cost": -1 if actual_cost is None else actual_cost,
         }
         with guard(f"completing a job of {dependency!r}"):
             return self._run("complete", dependency, argv)
@@ -438,13 +443,22 @@ class Store:
             # Plain reads of one slot: one round trip, also on a cluster.
             pipe = self.client.pipeline(transaction=False)
             pipe.hget(k.policy, "version")
-            pipe.zcard(k.delayed)
+            pipe.zcard(k.active)
             pipe.zcount(k.inflight, f"({now_ms}", "+inf")
             pipe.xlen(k.stream)
-            pipe.hmget(k.state, "queued_cost", "c_state", "c_until", "paused_until", "b_milli")
+            pipe.hmget(
+                k.state,
+                "queued_cost",
+                "c_state",
+                "c_until",
+                "paused_until",
+                "b_milli",
+                "queued_count",
+                "active_w",
+            )
             pipe.zrange(k.delayed, 0, 0, withscores=True)
             pipe.xlen(k.dead)
-            version, scheduled, in_flight, length, st, head, dead = pipe.execute()
+            version, active_scopes, in_flight, length, st, head, dead = pipe.execute()
 
         def num(raw: bytes | None) -> int | None:
             return None if raw is None else int(raw)
@@ -456,7 +470,7 @@ class Store:
         return DependencyStatus(
             dependency=dependency,
             policy_version=num(version),
-            scheduled=int(scheduled),
+            scheduled=num(st[5]) or 0,
             in_flight=int(in_flight),
             stream_length=int(length),
             queued_cost=num(st[0]) or 0,
@@ -468,6 +482,7 @@ class Store:
             paused_until_ms=paused // 1000 if paused and paused // 1000 > now_ms else None,
             retry_budget=None if budget is None else budget / 1000,
             dead_letters=int(dead),
+            active_scopes=int(active_scopes),
         )
 
     def server_configs(self) -> dict[str, dict[str, str]]:

@@ -161,12 +161,23 @@ class Worker:
             raise _lost("extend the lease of", job, reason)
         return dataclasses.replace(job, lease_deadline_ms=int(deadline))
 
-    def complete(self, job: LeasedJob) -> None:
-        """Report success. Raises LeaseLost (and changes nothing) unless this attempt's lease
-        is live and current: a job is completed at most once."""
+    def complete(self, job: LeasedJob, actual_cost: int | None = None) -> None:
+        """Report success. ``actual_cost`` settles the scope's quota (default: the declared
+        cost). Raises LeaseLost (and changes nothing) unless this attempt's lease is live and
+        current: a job is completed at most once."""
         self._check(job)
+        if actual_cost is not None and (
+            isinstance(actual_cost, bool) or not isinstance(actual_cost, int) or actual_cost < 0
+        ):
+            raise InvalidInput(f"actual_cost must be an integer >= 0, got {actual_cost!r}")
         ok, reason = self.store.complete(
-            self.dependency, self.group, encode_part(job.id), job.attempt, job.token, self._now()
+            self.dependency,
+            self.group,
+            encode_part(job.id),
+            job.attempt,
+            job.token,
+            self._now(),
+            actual_cost,
         )
         if ok != 1:
             raise _lost("complete", job, reason)

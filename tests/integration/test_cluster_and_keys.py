@@ -48,24 +48,38 @@ def test_odd_scope_names_keep_every_key_in_the_dependency_slot(
 def test_every_key_has_a_ttl_or_is_bounded_by_its_work(
     redis_url: str, prefix: str, redis_client: redis.Redis
 ) -> None:
-    """Scope buckets and released job records expire; fixed keys are one per dependency;
-    queued job records (no TTL) are exactly the members of the delay queue."""
+    """Scope state and released job records expire; fixed keys are one per dependency;
+    what has no TTL is bounded by waiting work: queued job records are exactly the members
+    of the delay queue and the ready lines, ready lines exist only while not empty, and a
+    scope's state is kept only while it has work waiting (its qn counts it)."""
     _run_some_work(redis_url, prefix)
     k = Keys(prefix, "pay")
     fixed = {key.encode() for key in k.all_fixed()} | {registry(prefix).encode()}
-    queued = {k.job_prefix.encode() + m for m in redis_client.zrange(k.delayed, 0, -1)}
-    assert queued
+    lines = [key for key in keys_under(redis_client, prefix) if b":q:" in key]
+    waiting = list(redis_client.zrange(k.delayed, 0, -1))
+    for line in lines:
+        assert redis_client.llen(line) > 0
+        waiting += redis_client.lrange(line, 0, -1)
+    queued = {k.job_prefix.encode() + m for m in waiting}
+    assert queued and len(queued) == len(waiting)
+    per_scope: dict[bytes, int] = {}
+    for key in queued:
+        assert redis_client.hget(key, "status") == b"scheduled"
+        scope_enc = redis_client.hget(key, "scope_enc")
+        per_scope[scope_enc] = per_scope.get(scope_enc, 0) + 1
     for key in keys_under(redis_client, prefix):
         ttl = redis_client.pttl(key)
-        if key in fixed or key in queued:
+        if key in fixed or key in queued or key in lines:
+            continue
+        if b":s:" in key and ttl == -1:
+            scope_enc = key.split(b":s:", 1)[1]
+            assert int(redis_client.hget(key, "qn")) == per_scope[scope_enc] > 0
             continue
         assert ttl > 0, f"{key[:80]!r} has no TTL"
         if b":s:" in key:
             assert ttl <= 2_000 + 1_000  # at most the time until its buckets are full, + 1 s
         else:
             assert ttl <= 12_000  # lease + retention
-    for key in queued:
-        assert redis_client.hget(key, "status") == b"scheduled"
 
 
 def test_cluster_spreads_dependencies_over_shards(cluster_server: object, prefix: str) -> None:

@@ -20,7 +20,7 @@ from janus.coordinator import Coordinator
 from janus.keys import Keys
 from janus.measure import Release, by_scope, check_rate
 
-from tests.helpers import FakeClock, make_janus
+from tests.helpers import FakeClock, keys_under, make_janus
 
 WINDOWS = (1, 7, 50, 333, 1000, 5000)
 
@@ -112,8 +112,13 @@ pay:
     assert {job_id for job_id, _ in attempts} <= accepted
     dead = {f[b"id"].decode() for _, f in jn.store.dead_letters("pay")}
     k = Keys(prefix, "pay")
-    queued = jn.store.client.zcard(k.delayed) + jn.store.client.zcard(k.inflight)
-    assert len(dead) + queued == len(accepted), "an accepted job vanished"
+    client = jn.store.client
+    waiting = set(client.zrange(k.delayed, 0, -1)) | set(client.zrange(k.inflight, 0, -1))
+    for line in keys_under(client, prefix):
+        if b":q:" in line:
+            waiting |= set(client.lrange(line, 0, -1))
+    assert len(dead) + len(waiting) == len(accepted), "an accepted job vanished"
+    assert jn.status("pay").scheduled == len(waiting) - client.zcard(k.inflight)
     releases = [Release(ms, s, c) for ms, s, c, _, _ in seen.values()]
     for rep in check_rate(releases, rate, burst, WINDOWS):
         assert rep.ok, rep

@@ -108,3 +108,16 @@ def test_front_ends_build_no_key_strings() -> None:
     for module in ("client", "coordinator", "cli", "demo"):
         text = (SRC / f"{module}.py").read_text()
         assert "Keys(" not in text and ":{" not in text, module
+
+
+def test_submit_fast_path_argv_order_matches_the_header() -> None:
+    """store.submit builds submit.lua's ARGV by position (its hot path): pin that order."""
+    assert scripts.SPECS["submit"].argv == (
+        "job_prefix",
+        "scope_prefix",
+        "ready_prefix",
+        "quota_prefix",
+        "now_us",
+        "count",
+        "jobs",
+    )

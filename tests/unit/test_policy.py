@@ -765,6 +765,12 @@ def test_compile_fields_names_and_values() -> None:
         "scope_interval_us": 100_000,
         "scope_burst": 20,
         "scope_weight_milli": 1000,
+        "scope_max_queued": 0,
+        "scope_max_queued_cost": 0,
+        "scope_quota_limit": 0,
+        "scope_quota_period_ms": 0,
+        "scope_quota_rolling": 0,
+        "scope_quota_wait": 0,
         "scope_overrides": 2,
         "retry_max_attempts": 3,
         "backoff_base_ms": 1000,
@@ -841,8 +847,8 @@ def test_compile_scopes_are_encoded_overrides() -> None:
     """Overrides compile to encode_part(name) -> 'interval_us burst weight_milli', inherited."""
     compiled = compile_policy("payments", load_one(FULL))
     assert compiled.scopes == {
-        "tenant-42": "40000 50 2000",
-        encode_part("acme corp"): "333334 20 500",
+        "tenant-42": "40000 50 2000 0 0 0 0 0 0",
+        encode_part("acme corp"): "333334 20 500 0 0 0 0 0 0",
     }
     assert encode_part("acme corp").startswith("~")
 
@@ -992,4 +998,36 @@ def test_retry_section_errors_name_the_field() -> None:
     issues = issues_of(dep(MINIMAL + "retry:\n  backoff: {base: 10s, max: 1s}\n"))
     assert [(i.field, i.message) for i in issues] == [
         ("retry.backoff.max", "max 1s is below base 10s")
+    ]
+
+
+def test_scope_queue_bounds_and_quotas_compile_and_inherit() -> None:
+    """max_queued, max_queued_cost and quota on the default scope are inherited by overrides;
+    an override may replace or drop (quota: false) them."""
+    text = dep(
+        MINIMAL + "scopes:\n"
+        "  default:\n"
+        "    max_queued: 100\n"
+        "    quota: {limit: 5000, period: 1h}\n"
+        "  big: {max_queued_cost: 900, quota: {limit: 1000000, period: 1d, window: rolling,"
+        " on_exhausted: wait}}\n"
+        "  free: {quota: false}\n"
+    )
+    p = load_one(text)
+    assert p.default_scope.max_queued == 100 and p.default_scope.quota is not None
+    assert p.scope_overrides["free"].quota is None and p.scope_overrides["free"].max_queued == 100
+    c = compile_policy("payments", p)
+    assert (c.fields["scope_max_queued"], c.fields["scope_quota_limit"]) == (100, 5000)
+    assert c.fields["scope_quota_period_ms"] == 3_600_000
+    assert c.scopes["big"] == "100000 20 1000 100 900 1000000 86400000 1 1"
+    assert c.scopes["free"] == "100000 20 1000 100 0 0 0 0 0"
+
+
+def test_a_quota_smaller_than_max_cost_can_never_fit() -> None:
+    """A quota limit below max_cost is 'a cost that can never fit'."""
+    issues = issues_of(
+        dep(MINIMAL + "max_cost: 10\nscopes:\n  t: {quota: {limit: 5, period: 1h}}\n")
+    )
+    assert [(i.field, i.message) for i in issues] == [
+        ("max_cost", "max_cost 10 can never fit: scopes.t.quota.limit is 5")
     ]
