@@ -147,11 +147,18 @@ while steps < max_steps do
             ctx.queued_count = math.max(ctx.queued_count - 1, 0)
             budget_dead = budget_dead + 1
           else
-            local wait_to = math.min(math.max(token_at or (now + 1000000), budget_cursor),
-              give_up)
-            if policy.budget_mps_milli > 0 then
-              budget_cursor = wait_to + math.ceil(1000000000 / policy.budget_mps_milli)
+            -- Look again when a token could be there: tokens arrive at most at
+            -- min_per_second + ratio x the dependency's rate, so waiting retries are spaced
+            -- that far apart (never idle while tokens come in, never re-examined in a loop).
+            local inflow = policy.budget_mps_milli + policy.budget_ratio_milli * 1000000 /
+              policy.interval_us
+            local spacing = math.ceil(1000000000 / math.max(inflow, 1))
+            local wait_to = math.max(now + spacing, budget_cursor)
+            if token_at and token_at < wait_to then
+              wait_to = math.max(token_at, budget_cursor)
             end
+            wait_to = math.min(wait_to, give_up)
+            budget_cursor = wait_to + spacing
             redis.call('ZADD', KEYS[4], fmt(wait_to), job_enc)
           end
         end

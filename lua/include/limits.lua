@@ -320,7 +320,7 @@ local function quota_at(ctx, s, need)
   for i = 1, #log, 2 do
     over = over - tonumber(string.match(log[i], '^(%d+):'))
     if over <= 0 then
-      return (tonumber(log[i + 1]) + lim.q_period + 1) * 1000
+      return (tonumber(log[i + 1]) + lim.q_period) * 1000
     end
   end
   return ctx.now + lim.q_period * 1000

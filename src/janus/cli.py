@@ -175,6 +175,18 @@ def worker(
 
 @main.command()
 @click.argument("dependency")
+@click.argument("scope")
+@redis_option
+@prefix_option
+def scope(dependency: str, scope: str, url: str, prefix: str) -> None:
+    """Show one scope's share, waiting work and quota as JSON."""
+    with _client(url, prefix) as jn:
+        st = jn.scope_status(dependency, scope)
+    click.echo(json.dumps(st.__dict__, indent=2, sort_keys=True))
+
+
+@main.command()
+@click.argument("dependency")
 @click.argument("job_id")
 @redis_option
 @prefix_option

@@ -17,6 +17,7 @@ from janus.decisions import (
     DeadLetter,
     Decision,
     JobInfo,
+    ScopeStatus,
     parse_dead_letter,
     parse_job,
     parse_submit,
@@ -251,6 +252,15 @@ class Janus:
         """Delete dead letters for good; returns how many were deleted."""
         self._check_dependency(dependency)
         return self.store.purge(dependency, [d.entry_id for d in letters])
+
+    def scope_status(self, dependency: str, scope: str) -> ScopeStatus:
+        """A scope's share of the dependency, its waiting work and its quota."""
+        self._check_dependency(dependency)
+        check_user_name("scope", scope)
+        now_us = self._now()
+        if now_us is None:
+            now_us = self.store.time_us()
+        return self.store.scope_status(dependency, scope, now_us // 1000)
 
     def status(self, dependency: str) -> DependencyStatus:
         check_dependency(dependency)

@@ -269,3 +269,29 @@ def parse_dead_letter(dependency: str, entry_id: str, f: dict[bytes, bytes]) -> 
         payload=f.get(b"payload", b""),
         history=history if isinstance(history, list) else [],
     )
+
+
+@dataclass(frozen=True)
+class ScopeStatus:
+    """One scope's view of a dependency (``jn.scope_status``)."""
+
+    dependency: str
+    scope: str
+    weight: float
+    place: str
+    """active (has ready work in the fair queue) | throttled (held by its own bucket or
+    quota) | idle"""
+    share: float
+    """Its weight over the weights of the active scopes: the share of the dependency it gets
+    while they all stay backlogged (0 when it has nothing ready)."""
+    waiting_jobs: int
+    waiting_cost: int
+    ready_jobs: int
+    max_queued: int | None
+    max_queued_cost: int | None
+    quota_limit: int | None
+    quota_used: int | None
+    """Settled (actual) cost plus outstanding reservations in the current window."""
+    quota_period_ms: int | None
+    quota_resets_at_ms: int | None
+    """Fixed windows: when the window resets; rolling: when the oldest charge leaves it."""

@@ -40,14 +40,15 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from janus import scripts
+from janus.decisions import ScopeStatus
 from janus.errors import (
     InvalidCost,
     InvalidInput,
     PayloadTooLarge,
     RedisUnavailable,
 )
-from janus.keys import Keys, registry
-from janus.policy import CompiledPolicy
+from janus.keys import Keys, encode_part, registry
+from janus.policy import SCOPE_FIELDS, CompiledPolicy
 
 AnyRedis = redis.Redis | RedisCluster
 Arg = bytes | str | int
@@ -483,6 +484,58 @@ class Store:
             retry_budget=None if budget is None else budget / 1000,
             dead_letters=int(dead),
             active_scopes=int(active_scopes),
+        )
+
+    def scope_status(self, dependency: str, scope: str, now_ms: int) -> ScopeStatus:
+        """A scope's limits, place in the fair queue, waiting work and quota (read only)."""
+        k = self.keys(dependency)
+        enc = encode_part(scope)
+        quota_key = k.quota(scope)
+        with guard(f"reading scope {scope!r} of {dependency!r}"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(k.scopes, enc)
+            pipe.hmget(k.policy, *SCOPE_FIELDS)
+            pipe.hmget(k.scope(scope), "qn", "qc")
+            pipe.zscore(k.active, enc)
+            pipe.zscore(k.throttled, enc)
+            pipe.hget(k.state, "active_w")
+            pipe.llen(k.ready(scope))
+            pipe.hmget(quota_key, "win", "used", "reserved")
+            pipe.zrange(quota_key + ":log", 0, -1, withscores=True)
+            override, defaults, counts, active, throttled, active_w, ready, q, log = pipe.execute()
+        if defaults[0] is None:
+            raise InvalidInput(f"dependency {dependency!r} has no applied policy")
+        nums = [int(v) for v in (override.split() if override else defaults)]
+        _, _, weight, max_queued, max_queued_cost, q_limit, q_period, q_rolling, _ = nums
+        place = "active" if active is not None else "throttled" if throttled else "idle"
+        total_w = int(active_w or 0)
+        used: int | None = None
+        resets: int | None = None
+        if q_limit:
+            if q_rolling:
+                live = [(int(m.split(b":", 1)[0]), int(t)) for m, t in log if t > now_ms - q_period]
+                used = sum(amount for amount, _ in live)
+                resets = min((t for _, t in live), default=now_ms) + q_period
+            else:
+                window = now_ms // q_period
+                same = q[0] is not None and int(q[0]) == window
+                used = int(q[1] or 0) + int(q[2] or 0) if same else 0
+                resets = (window + 1) * q_period
+        return ScopeStatus(
+            dependency=dependency,
+            scope=scope,
+            weight=weight / 1000,
+            place=place,
+            share=weight / total_w if place == "active" and total_w else 0.0,
+            waiting_jobs=int(counts[0] or 0),
+            waiting_cost=int(counts[1] or 0),
+            ready_jobs=int(ready),
+            max_queued=max_queued or None,
+            max_queued_cost=max_queued_cost or None,
+            quota_limit=q_limit or None,
+            quota_used=used,
+            quota_period_ms=q_period or None,
+            quota_resets_at_ms=resets,
         )
 
     def server_configs(self) -> dict[str, dict[str, str]]:
