@@ -3,6 +3,7 @@ scopes (start-time fair queueing), bounded waiting lines, hard cost quotas."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,7 +12,6 @@ from hypothesis import strategies as st
 
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
-from janus.worker import Worker
 
 from tests.helpers import FakeClock, make_janus, unchanged
 
@@ -161,7 +161,7 @@ def test_quota_rejects_when_spent_and_settles_actual_costs(
     """Released cost never exceeds the quota; a submit that cannot fit is rejected
     quota_exhausted with the reset time; a report settles the actual cost and frees the
     difference; a failed attempt gives its reservation back."""
-    jn, clock = _quota_setup(redis_url, prefix, window, "reject")
+    jn, _clock = _quota_setup(redis_url, prefix, window, "reject")
     w = jn.worker("api", group="g", consumer="w")
     ds = jn.submit_many("api", [Job(scope="t", cost=10) for _ in range(10)])
     assert {d.status for d in ds} == {"released"}
@@ -212,8 +212,7 @@ def test_backlogged_scopes_wait_at_most_the_sfq_bound(
 
     prefix = "f" + uuid.uuid4().hex[:12]
     names = {f"s{i}": w for i, w in enumerate(weights)}
-    jn, clock = _backlogged(standalone_url, prefix, {})
-    jn.store.client  # keep the default policy; apply one with these weights
+    clock = FakeClock()
     body = "api:\n  rate: 100\n  burst: 1\n  max_wait: 1d\n  scopes:\n"
     body += "    default: {rate: 10000, burst: 10000}\n"
     body += "".join(f"    {s}: {{weight: {w}}}\n" for s, w in names.items())
@@ -224,10 +223,9 @@ def test_backlogged_scopes_wait_at_most_the_sfq_bound(
     order = [scope for _, scope, _ in _released(jn)]
     for s, ws in names.items():
         mine = [i for i, x in enumerate(order) if x == s]
-        for a, b in zip(mine, mine[1:], strict=False):
+        for a, b in itertools.pairwise(mine):
             between = order[a + 1 : b]
             for j, wj in names.items():
                 if j != s:
                     assert between.count(j) <= math.ceil(wj / ws) + 1, (s, j, between)
     jn.close()
-    assert isinstance(Worker, type)
