@@ -28,7 +28,7 @@ It starts ONE throwaway ``redis-server`` (or, with ``--cluster``, a 3-master clu
    run time in Redis).
 
    To show where that price goes (section 2b, informational), the same alternating blocks
-   also time: ``EVALSHA`` of ``return 1`` (bare, and with a submit's 7 keys + 10 args: the
+   also time: ``EVALSHA`` of ``return 1`` (bare, and with a submit's keys + args: the
    cost of the call shape alone), ``EVALSHA`` of submit.lua with pre-built arguments (no
    Janus Python) and ``Janus.submit`` over a stub client that answers ``evalsha`` with a
    canned reply (Janus's and redis-py's Python without the network). ``INFO commandstats``
@@ -324,25 +324,16 @@ class LatencyResults:
         return usec / calls if calls else float("nan")
 
 
+SUBMIT_KEYS = len(scripts.SPECS["submit"].keys)
+
+
 def submit_argv(store: Store, dependency: str, job: JobArgs) -> list[Arg]:
     """KEYS + ARGV of submit.lua for one job, exactly as Store.submit builds them."""
     k = store.keys(dependency)
     spec = scripts.SPECS["submit"]
-    keys = spec.keys_of(
-        {
-            "policy": k.policy,
-            "scopes": k.scopes,
-            "state": k.state,
-            "delayed": k.delayed,
-            "inflight": k.inflight,
-            "stream": k.stream,
-            "wake": k.wake,
-        }
-    )
-    argv = spec.argv_of(
-        {"job_prefix": k.job_prefix, "scope_prefix": k.scope_prefix, "now_us": "", "count": 1},
-        job.flat(),
-    )
+    keys = spec.keys_of({name: getattr(k, name) for name in spec.keys})
+    prefixes = {name: getattr(k, name) for name in spec.argv if name.endswith("_prefix")}
+    argv = spec.argv_of({**prefixes, "now_us": "", "count": 1}, job.flat())
     return [*keys, *argv]
 
 
@@ -382,7 +373,7 @@ def measure_latency(
     def submit_sched() -> None:
         decisions["scheduled"].append(jn.submit(SCHED, scope="t", payload=PAYLOAD))
 
-    # A no-op script on the dependency's node, bare and with a submit's 7 keys + 10 args.
+    # A no-op script on the dependency's node, bare and with a submit's keys + args.
     noop_key = [Keys(PREFIX, FAST).base + ":noop"]
     same_args = submit_argv(jn.store, FAST, fresh_job())
 
@@ -390,7 +381,7 @@ def measure_latency(
         return noop(keys=noop_key, client=client)
 
     def evalsha_noop_args() -> object:
-        return client.evalsha(noop.sha, 7, *same_args)
+        return client.evalsha(noop.sha, SUBMIT_KEYS, *same_args)
 
     # submit.lua called straight through redis-py, arguments pre-built (fresh job ids).
     prebuilt = iter(
@@ -398,7 +389,7 @@ def measure_latency(
     )
 
     def evalsha_submit() -> object:
-        return client.evalsha(submit_sha, 7, *next(prebuilt))
+        return client.evalsha(submit_sha, SUBMIT_KEYS, *next(prebuilt))
 
     # The whole Janus.submit with redis-py's execute_command and the network cut out.
     sample = jn.store.submit(FAST, [fresh_job()], None)
@@ -708,9 +699,7 @@ def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
         )
     report.section("2b. where a submit's time goes (informational, medians)")
     report.add("EVALSHA 'return 1', 1 key", us(lat.median("evalsha_noop")))
-    report.add(
-        "EVALSHA 'return 1', a submit's 7 keys + 10 args", us(lat.median("evalsha_noop_args"))
-    )
+    report.add("EVALSHA 'return 1', a submit's keys + args", us(lat.median("evalsha_noop_args")))
     report.add(
         "EVALSHA submit.lua, args pre-built (no Janus Python)", us(lat.median("evalsha_submit"))
     )

@@ -145,8 +145,8 @@ for i = 1, count do
       -- weights times the virtual time in between).
       local tag = math.max(ctx.vtime, sc.vf) + sc.qc * 1000000 / lim.weight
       local others = ctx.active_w
-      if scope_place(ctx, sc) == 'active' then
-        others = others - lim.weight
+      if sc.qn > 0 then
+        others = others - lim.weight  -- it has work waiting: it is (most likely) active
       end
       local ahead = sc.qc + (tag - ctx.vtime) * math.max(others, 0) / 1000000
       local dep_at = gcra_earliest(ctx.dtat, now, ahead + cost, policy.interval_us, policy.burst)

@@ -114,34 +114,39 @@ class Coordinator:
         backoff = 0.0
         while not self._stop.is_set():
             mono = time.monotonic()
+            with self._lock:
+                woken, self._woken = self._woken, set()
+                self._wake.clear()
+            ready = {dep for at, dep in due if at <= mono} | (woken & known)
+            due = [(at, dep) for at, dep in due if dep not in ready]
             try:
                 if mono >= next_refresh:
                     for dep in self._dependencies():
                         if dep not in known:
                             known.add(dep)
-                            heapq.heappush(due, (mono, dep))
+                            ready.add(dep)
                             self._watch(dep)
                     next_refresh = mono + self.refresh_s
-                with self._lock:
-                    woken, self._woken = self._woken, set()
-                    self._wake.clear()
-                ready = {dep for at, dep in due if at <= mono} | (woken & known)
-                due = [(at, dep) for at, dep in due if dep not in ready]
-                for dep in sorted(ready):
+                while ready:
+                    dep = min(ready)
                     result = self.step(dep)
+                    ready.discard(dep)
                     after = time.monotonic()
                     if result.next_us is None:
                         at = after + self.idle_s
                     else:
                         at = after + max(result.next_us - result.now_us, 0) / 1e6
                     due.append((min(at, after + self.idle_s), dep))
-                heapq.heapify(due)
                 backoff = 0.0
             except RedisUnavailable as exc:
+                # Every dependency not stepped yet stays due: it is retried after the pause.
                 backoff = min(max(backoff * 2, 0.1), 5.0)
+                due += [(mono + backoff, dep) for dep in ready]
                 log.warning("Redis unavailable, retrying in %.1fs: %s", backoff, exc)
                 self._stop.wait(backoff)
                 continue
+            finally:
+                heapq.heapify(due)
             timeout = min([self.refresh_s] + [at - time.monotonic() for at, _ in due[:1]])
             if timeout > 0:
                 self._wake.wait(timeout)

@@ -55,6 +55,8 @@ Arg = bytes | str | int
 
 #: Bounded retries for connection errors and timeouts (all our calls are idempotent).
 RETRIES = 3
+#: Extra attempts when a script vanished between redis-py's reload and its call.
+NOSCRIPT_RETRIES = 3
 
 
 class _Plan(NamedTuple):
@@ -116,7 +118,7 @@ _UNAVAILABLE = (
 )
 
 
-def translate(exc: redis.exceptions.RedisError, what: str) -> Exception:
+def translate(exc: Exception, what: str) -> Exception:
     """The Janus exception for a redis-py exception raised while doing ``what``."""
     if isinstance(exc, redis.exceptions.ResponseError) and "JANUS_INVALID" in str(exc):
         detail = str(exc).split("JANUS_INVALID", 1)[1].strip()
@@ -129,7 +131,16 @@ def translate(exc: redis.exceptions.RedisError, what: str) -> Exception:
         return InvalidInput(f"{what}: {prefix}{text}")
     if isinstance(exc, _UNAVAILABLE):
         return RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was admitted")
+    if isinstance(exc, redis.exceptions.NoScriptError):
+        return RedisUnavailable(
+            f"{what}: Janus's scripts keep disappearing from Redis (SCRIPT FLUSH, failover?) "
+            "even after reloading them; nothing was admitted"
+        )
     return exc
+
+
+#: Everything redis-py raises (its cluster errors do not all derive from RedisError).
+_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
 
 
 @contextlib.contextmanager
@@ -137,7 +148,7 @@ def guard(what: str) -> Iterator[None]:
     """Translate redis-py's exceptions into Janus's tree."""
     try:
         yield
-    except redis.exceptions.RedisError as exc:
+    except _REDIS_ERRORS as exc:
         mapped = translate(exc, what)
         if mapped is exc:
             raise
@@ -203,7 +214,18 @@ class Store:
     ) -> Any:
         plan = self._plan(name, dependency)
         args = scripts.SPECS[name].argv_of({**plan.fill, **argv}, rest)
-        return self._scripts[name](keys=plan.keys, args=args, client=self.client)
+        return self._call(name, plan.keys, args)
+
+    def _call(self, name: str, keys: list[str], args: Sequence[Arg]) -> Any:
+        """EVALSHA through redis-py's Script (which reloads once on NOSCRIPT). A SCRIPT FLUSH
+        landing between that reload and the retried call raises NOSCRIPT again: that one
+        error is safe to retry (nothing ran), so it is, a few times."""
+        for _ in range(NOSCRIPT_RETRIES):
+            try:
+                return self._scripts[name](keys=keys, args=args, client=self.client)
+            except redis.exceptions.NoScriptError:
+                continue
+        return self._scripts[name](keys=keys, args=args, client=self.client)
 
     def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
         """Install one dependency's policy; returns (version, changed)."""
@@ -235,8 +257,8 @@ class Store:
         for job in jobs:
             args.extend(job.flat())
         try:
-            return self._scripts["submit"](keys=plan.keys, args=args, client=self.client)
-        except redis.exceptions.RedisError as exc:
+            return self._call("submit", plan.keys, args)
+        except _REDIS_ERRORS as exc:
             mapped = translate(exc, f"submitting to {dependency!r}")
             if mapped is exc:
                 raise

@@ -110,6 +110,7 @@ class Worker:
         self.clock = clock
         self.stats = WorkerStats()
         self._stop = threading.Event()
+        self._beats_done = threading.Event()
         store.ensure_group(dependency, group)
 
     def _now(self) -> int | None:
@@ -256,6 +257,7 @@ class Worker:
             daemon=True,
             name=f"janus-heartbeat-{self.consumer}",
         )
+        self._beats_done.clear()
         beat.start()
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"janus-{self.dependency}")
         backoff = 0.0
@@ -275,8 +277,10 @@ class Worker:
                     self._stop.wait(backoff)
                     continue
                 for job in jobs:
-                    future = pool.submit(self._execute, handler, job, active, lock)
+                    # Under the lock: a handler that finishes at once removes its job only
+                    # after it was added, so no finished job is left holding a slot.
                     with lock:
+                        future = pool.submit(self._execute, handler, job, active, lock)
                         active[future] = job
         finally:
             with lock:
@@ -291,6 +295,7 @@ class Worker:
                 )
             pool.shutdown(wait=False, cancel_futures=True)
             self._stop.set()
+            self._beats_done.set()  # running jobs are done (or abandoned): no more heartbeats
             if restore:
                 restore()
         return self.stats
@@ -359,7 +364,7 @@ class Worker:
         self, active: dict[Future[None], LeasedJob], lock: threading.Lock, lease_ms: int
     ) -> None:
         interval = max(lease_ms / 3000, 0.05)
-        while not self._stop.wait(interval) or active:
+        while not self._beats_done.wait(interval):
             with lock:
                 held = list(active.items())
             for future, job in held:
@@ -374,8 +379,6 @@ class Worker:
                 with lock:
                     if future in active:
                         active[future] = renewed
-            if self._stop.is_set() and not active:
-                return
 
     def _install_signals(self) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():

@@ -88,3 +88,29 @@ def test_coordinator_loop_survives_a_redis_outage(prefix: str) -> None:
         coord.stop()
         thread.join(5)
         assert jn.status("pay").scheduled == 0
+
+
+def test_scripts_flushed_faster_than_they_reload_is_a_clear_error(
+    standalone_url: str, prefix: str
+) -> None:
+    """NOSCRIPT is retried (a few times, nothing ran); if the scripts keep vanishing the
+    caller gets RedisUnavailable, not a raw redis-py error, and nothing was admitted."""
+    jn = make_janus(standalone_url, prefix, BODY, FakeClock())
+    other = redis.Redis.from_url(standalone_url)
+    load = jn.store.client.script_load
+
+    def load_then_flush(script: str) -> str:
+        sha = load(script)
+        other.script_flush()  # a flush lands right after every reload
+        return sha
+
+    jn.store.client.script_load = load_then_flush  # type: ignore[method-assign]
+    other.script_flush()
+    before = snapshot(other, prefix)
+    with pytest.raises(RedisUnavailable) as err:
+        jn.submit("pay", scope="a", job_id="x")
+    assert "scripts keep disappearing" in str(err.value)
+    assert snapshot(other, prefix) == before
+    jn.store.client.script_load = load  # type: ignore[method-assign]
+    assert jn.submit("pay", scope="a", job_id="x").created
+    other.close()
