@@ -61,7 +61,23 @@ local budget_cursor = 0
 local blocked_at = nil
 local steps = 0
 
--- 1. due jobs -> their scope's ready line
+-- Release one waiting job (the caller checked can_release): the fair queue's bookkeeping
+-- (virtual time, the scope's finish tag) and the waiting counts.
+local function serve(sc, tag, job_enc, f, cost, attempt)
+  ctx.vtime = tag
+  sc.vf = tag + tag_step(sc, cost)
+  release_job(ctx, job_prefix .. job_enc, job_enc, f[1], f[2], cost, sc, attempt, {})
+  scope_queue(sc, -1, -cost)
+  ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
+  ctx.queued_count = math.max(ctx.queued_count - 1, 0)
+  released = released + 1
+  released_cost = released_cost + cost
+end
+
+-- 1. due jobs -> their scope's ready line. While nothing waits in the fair queue, a due
+-- first attempt whose every check passes goes straight out (what the fair queue would do
+-- at once anyway); the rest join the ready lines, where the fair queue orders them.
+local shared_blocked = false
 while steps < max_steps do
   local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   if not head[1] or tonumber(head[2]) > now then
@@ -70,9 +86,25 @@ while steps < max_steps do
   steps = steps + 1
   local job_enc = head[1]
   redis.call('ZREM', KEYS[4], job_enc)
-  local scope_enc = redis.call('HGET', job_prefix .. job_enc, 'scope_enc')
-  if scope_enc then
-    enqueue_ready(ctx, scope_get(ctx, scope_enc), job_enc)
+  local f = redis.call('HMGET', job_prefix .. job_enc, 'id', 'scope', 'cost', 'attempt',
+    'not_before_ms', 'scope_enc')
+  if f[6] then
+    local sc = scope_get(ctx, f[6])
+    local cost = tonumber(f[3])
+    local sent = false
+    if not shared_blocked and (tonumber(f[4]) or 0) == 0 and active_count(ctx) == 0 and
+        scope_place(ctx, sc) == 'idle' then
+      local ok, blocker, at = can_release(ctx, sc, cost)
+      if ok then
+        serve(sc, math.max(ctx.vtime, sc.vf), job_enc, f, cost, 1)
+        sent = true
+      elseif blocker ~= 'scope' and blocker ~= 'quota' then
+        shared_blocked = true
+      end
+    end
+    if not sent then
+      enqueue_ready(ctx, sc, job_enc)
+    end
   else
     -- A waiting record has no TTL, so this only happens if someone deleted it by hand.
     ctx.queued_count = math.max(ctx.queued_count - 1, 0)
@@ -165,14 +197,7 @@ while steps < max_steps do
       end
       if go then
         redis.call('LPOP', line)
-        ctx.vtime = tag
-        sc.vf = tag + tag_step(sc, cost)
-        release_job(ctx, job_key, job_enc, f[1], f[2], cost, sc, attempt, {})
-        scope_queue(sc, -1, -cost)
-        ctx.queued_cost = math.max(ctx.queued_cost - cost, 0)
-        ctx.queued_count = math.max(ctx.queued_count - 1, 0)
-        released = released + 1
-        released_cost = released_cost + cost
+        serve(sc, tag, job_enc, f, cost, attempt)
         if redis.call('LLEN', line) == 0 then
           deactivate(ctx, sc)
         else

@@ -235,15 +235,27 @@ local function scope_place(ctx, s)
   return s.place
 end
 
+local function active_count(ctx)
+  if not ctx.active_n then
+    ctx.active_n = redis.call('ZCARD', ctx.keys.active)
+  end
+  return ctx.active_n
+end
+
 local function activate(ctx, s)
+  active_count(ctx)
   redis.call('ZADD', ctx.keys.active, string.format('%.17g', math.max(ctx.vtime, s.vf)), s.enc)
   ctx.active_w = ctx.active_w + s.lim.weight
+  ctx.active_n = ctx.active_n + 1
   s.place = 'active'
 end
 
 local function deactivate(ctx, s)
-  redis.call('ZREM', ctx.keys.active, s.enc)
-  ctx.active_w = math.max(ctx.active_w - s.lim.weight, 0)
+  active_count(ctx)
+  if redis.call('ZREM', ctx.keys.active, s.enc) == 1 then
+    ctx.active_w = math.max(ctx.active_w - s.lim.weight, 0)
+    ctx.active_n = math.max(ctx.active_n - 1, 0)
+  end
   s.place = 'idle'
 end
 
