@@ -13,7 +13,10 @@
 --                       (encoded scope, "interval_us burst weight_milli") pairs
 --
 -- Returns 2 integers: version (increases by one per change), changed (1 or 0).
--- Writes: KEYS[1], KEYS[2].
+-- Writes: KEYS[1] (the fields, plus `packed`: every field the scripts read, in one string),
+-- KEYS[2].
+
+--- @include "limits"
 
 local digest = ARGV[1]
 local old = redis.call('HMGET', KEYS[1], 'digest', 'version')
@@ -30,6 +33,7 @@ for i = 3, 2 + 2 * n do
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], 'packed', pack_policy(KEYS[1]))
 
 local at = 3 + 2 * n
 local m = tonumber(ARGV[at])

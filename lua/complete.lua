@@ -17,6 +17,8 @@
 -- ARGV[6] token       string  the lease token (stream entry id of that attempt)
 -- ARGV[7] actual_cost int     the cost the job really used, for the scope's quota (-1: as
 --                             declared)
+-- ARGV[8] report_id   string  unique per report (not per re-send): a call re-sent after its
+--                             reply was lost gets the same answer; a second report is refused
 --
 -- Returns 2 values: ok (1|0), reason ("" or unknown_job | superseded | finished | expired).
 -- Writes: the job record (status completed, history, TTL = retention), inflight, stream,
@@ -31,13 +33,19 @@ local now = now_from(ARGV[2])
 local now_ms = ms_of(now)
 local job_enc = ARGV[4]
 local job_key = ARGV[1] .. job_enc
+local report = ARGV[8]
 local job, why = fence(job_key, tonumber(ARGV[5]), ARGV[6], now_ms)
 if not job then
+  -- A call re-sent after its reply was lost finds its own report already applied.
+  if redis.call('HGET', job_key, 'last_report') == report .. ':completed' then
+    return {1, ''}
+  end
   return {0, why}
 end
 local history = history_with(job_key, {attempt = job.attempt, outcome = 'completed',
   consumer = job.consumer, at_ms = now_ms})
-redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history', history)
+redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history', history,
+  'last_report', report .. ':completed')
 local actual = tonumber(ARGV[7])
 if actual < 0 then
   actual = job.cost

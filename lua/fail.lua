@@ -26,6 +26,8 @@
 -- ARGV[8] retry_after_ms  int     the dependency asked to wait this long (0 = not given)
 -- ARGV[9] detail          string  free text kept in the history (e.g. a traceback)
 -- ARGV[10] scope_prefix   string  key prefix of scope buckets (a scope-only pause)
+-- ARGV[11] report_id      string  unique per report (not per re-send): a call re-sent after
+--                                 its reply was lost gets the same answer
 --
 -- Returns 4 values: ok (1|0), reason ("" or unknown_job | superseded | finished | expired),
 -- decision ("retry" | "dead" | ""), retry_at_ms for a retry, else 0.
@@ -40,8 +42,15 @@ local now = now_from(ARGV[2])
 local now_ms = ms_of(now)
 local job_enc = ARGV[4]
 local job_key = ARGV[1] .. job_enc
+local report = ARGV[11]
 local job, why = fence(job_key, tonumber(ARGV[5]), ARGV[6], now_ms)
 if not job then
+  -- A call re-sent after its reply was lost finds its own report already applied.
+  local last = redis.call('HGET', job_key, 'last_report') or ''
+  local decision, at = string.match(last, '^' .. report:gsub('%p', '%%%0') .. ':(%a+):(%d+)$')
+  if decision then
+    return {1, '', decision, tonumber(at)}
+  end
   return {0, why, '', 0}
 end
 local policy = load_policy(KEYS[1])
@@ -59,7 +68,8 @@ local decision, at = retry_or_dead(ctx, job_key, job_enc, job, error, tonumber(A
   history)
 save_state(ctx)
 scope_flush(ctx)
-if decision == 'retry' then
-  return {1, '', decision, at}
+if decision ~= 'retry' then
+  at = 0
 end
-return {1, '', decision, 0}
+redis.call('HSET', job_key, 'last_report', report .. ':' .. decision .. ':' .. fmt(at))
+return {1, '', decision, at}

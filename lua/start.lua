@@ -34,9 +34,11 @@ for i = 1, count do
   local job_enc, token, attempt = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
   local job_key = job_prefix .. job_enc
   local job, why = fence(job_key, attempt, token, now_ms)
-  if job and job.status ~= 'queued' then
-    job, why = nil, 'superseded'  -- already taken: a stream entry is run once
+  if job and job.status ~= 'queued' and job.consumer ~= consumer then
+    job, why = nil, 'superseded'  -- taken by another consumer: a stream entry is run once
   end
+  -- (running on this very consumer: a re-sent call after a lost reply; it gets the same
+  -- answer, so the job is not left running with nobody running it)
   local n = #out
   if job then
     local f = redis.call('HMGET', job_key, 'lease_deadline_ms', 'payload')

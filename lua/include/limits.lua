@@ -40,17 +40,30 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
   'circuit_probes', 'scope_max_queued', 'scope_max_queued_cost', 'scope_quota_limit',
   'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version'}
 
--- Returns the compiled policy as a table of numbers, or nil when none is applied.
+-- Returns the compiled policy as a table of numbers, or nil when none is applied. It is read
+-- from one field, `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua):
+-- one short string parses much faster than an HMGET of every field, on every call.
 local function load_policy(policy_key)
-  local raw = redis.call('HMGET', policy_key, unpack(POLICY_FIELDS))
-  if not raw[1] then
+  local raw = redis.call('HGET', policy_key, 'packed')
+  if not raw then
     return nil
   end
-  local p = {}
-  for i, name in ipairs(POLICY_FIELDS) do
-    p[name] = tonumber(raw[i]) or 0
+  local p, i = {}, 0
+  for num in string.gmatch(raw, '[^ ]+') do
+    i = i + 1
+    p[POLICY_FIELDS[i]] = tonumber(num)
   end
   return p
+end
+
+-- The `packed` field for the policy hash as it stands (used by apply_policy.lua).
+local function pack_policy(policy_key)
+  local raw = redis.call('HMGET', policy_key, unpack(POLICY_FIELDS))
+  local out = {}
+  for i = 1, #POLICY_FIELDS do
+    out[i] = raw[i] or '0'
+  end
+  return table.concat(out, ' ')
 end
 
 -- ctx: one call's view of a dependency. keys: {policy, scopes, state, delayed, inflight,
@@ -144,10 +157,11 @@ local function scope_get(ctx, scope_enc)
       q_rolling = p.scope_quota_rolling, q_wait = p.scope_quota_wait}
   end
   local key = ctx.scope_prefix .. scope_enc
-  local raw = redis.call('HMGET', key, 'stat', 'rtat', 'pu', 'vf', 'qn', 'qc')
+  local raw = redis.call('HMGET', key, 'stat', 'rtat', 'pu', 'vf', 'qn', 'qc', 'aw')
   s = {key = key, enc = scope_enc, lim = lim, stat = tonumber(raw[1]) or 0,
     rtat = tonumber(raw[2]) or 0, pu = tonumber(raw[3]) or 0, vf = tonumber(raw[4]) or 0,
-    qn = tonumber(raw[5]) or 0, qc = tonumber(raw[6]) or 0, dirty = false}
+    qn = tonumber(raw[5]) or 0, qc = tonumber(raw[6]) or 0, aw = tonumber(raw[7]) or 0,
+    dirty = false}
   ctx.scopes[scope_enc] = s
   return s
 end
@@ -160,8 +174,8 @@ local function scope_flush(ctx)
   for _, s in pairs(ctx.scopes) do
     if s.dirty then
       redis.call('HSET', s.key, 'stat', fmt(s.stat), 'rtat', fmt(s.rtat), 'pu', fmt(s.pu),
-        'vf', string.format('%.17g', s.vf), 'qn', fmt(s.qn), 'qc', fmt(s.qc))
-      if s.qn > 0 then
+        'vf', string.format('%.17g', s.vf), 'qn', fmt(s.qn), 'qc', fmt(s.qc), 'aw', fmt(s.aw))
+      if s.qn > 0 or s.aw > 0 then
         redis.call('PERSIST', s.key)
       else
         local horizon = math.max(s.stat, s.rtat, s.pu) - ctx.now
@@ -242,20 +256,28 @@ local function active_count(ctx)
   return ctx.active_n
 end
 
+-- active_w sums the weights of the active scopes. Each scope remembers the weight it added
+-- (aw) and takes back exactly that, so a policy change of its weight cannot make it drift.
 local function activate(ctx, s)
   active_count(ctx)
   redis.call('ZADD', ctx.keys.active, string.format('%.17g', math.max(ctx.vtime, s.vf)), s.enc)
   ctx.active_w = ctx.active_w + s.lim.weight
   ctx.active_n = ctx.active_n + 1
+  s.aw, s.dirty = s.lim.weight, true
   s.place = 'active'
 end
 
 local function deactivate(ctx, s)
   active_count(ctx)
   if redis.call('ZREM', ctx.keys.active, s.enc) == 1 then
-    ctx.active_w = math.max(ctx.active_w - s.lim.weight, 0)
+    local w = s.aw
+    if w <= 0 then
+      w = s.lim.weight
+    end
+    ctx.active_w = math.max(ctx.active_w - w, 0)
     ctx.active_n = math.max(ctx.active_n - 1, 0)
   end
+  s.aw, s.dirty = 0, true
   s.place = 'idle'
 end
 
@@ -287,11 +309,16 @@ local function quota_load(ctx, s)
   if lim.q_rolling == 1 then
     local cut = ms_of(ctx.now) - lim.q_period
     local sum = tonumber(raw[4]) or 0
-    for _, m in ipairs(redis.call('ZRANGE', q.log, '-inf', '(' .. fmt(cut + 1), 'BYSCORE')) do
+    local gone = redis.call('ZRANGE', q.log, '-inf', '(' .. fmt(cut + 1), 'BYSCORE')
+    for _, m in ipairs(gone) do
       sum = sum - tonumber(string.match(m, '^(%d+):'))
     end
-    redis.call('ZREMRANGEBYSCORE', q.log, '-inf', '(' .. fmt(cut + 1))
     q.total = math.max(sum, 0)
+    if #gone > 0 then
+      -- Pruned entries leave the stored total at once, whether or not this call reserves.
+      redis.call('ZREMRANGEBYSCORE', q.log, '-inf', '(' .. fmt(cut + 1))
+      redis.call('HSET', key, 'sum', fmt(q.total))
+    end
   else
     local win = math.floor(ms_of(ctx.now) / lim.q_period)
     q.win = win
@@ -517,6 +544,11 @@ local function release_job(ctx, job_key, job_enc, job_id, scope, cost, s, attemp
   fields[n + 7], fields[n + 8] = 'stream_id', stream_id
   fields[n + 9], fields[n + 10] = 'lease_deadline_ms', deadline_ms
   fields[n + 11], fields[n + 12] = 'consumer', ''
+  local probe = 0
+  if p.circuit_enabled == 1 and ctx.circuit.state == 'half_open' then
+    probe = 1
+  end
+  fields[n + 13], fields[n + 14] = 'probe', probe
   redis.call('HSET', job_key, unpack(fields))
   redis.call('PEXPIRE', job_key, p.lease_ms + p.retention_ms)
   local add = ctx.inflight_add

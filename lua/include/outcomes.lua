@@ -231,8 +231,17 @@ local function retry_or_dead(ctx, job_key, job_enc, job, error, retry_after_ms, 
   local p, now = ctx.policy, ctx.now
   local rules = attempt_rules(ctx, job.scope_enc)
   local can_retry = retryable(rules.retry_on, error)
+  if p.max_in_flight > 0 and ctx.queued_count > 0 then
+    signal_wake(ctx, now)  -- this attempt's in-flight slot is free: waiting work may go
+  end
   if can_retry then
     circuit_record(ctx, false)
+  elseif p.circuit_enabled == 1 and ctx.circuit.state == 'half_open' and
+      redis.call('HGET', job_key, 'probe') == '1' then
+    -- A probe that failed on its own account (the job's fault, not the dependency's) says
+    -- nothing about the dependency: its slot goes back so another probe can decide.
+    ctx.circuit.probes = math.max(ctx.circuit.probes - 1, 0)
+    ctx.circuit_dirty = true
   end
   if not can_retry then
     dead_letter(ctx, job_key, job, error, 'not_retryable', history)

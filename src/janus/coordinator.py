@@ -138,11 +138,14 @@ class Coordinator:
                         at = after + max(result.next_us - result.now_us, 0) / 1e6
                     due.append((min(at, after + self.idle_s), dep))
                 backoff = 0.0
-            except RedisUnavailable as exc:
+            except Exception as exc:  # the loop must outlive any single failure
                 # Every dependency not stepped yet stays due: it is retried after the pause.
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 due += [(mono + backoff, dep) for dep in ready]
-                log.warning("Redis unavailable, retrying in %.1fs: %s", backoff, exc)
+                if isinstance(exc, RedisUnavailable):
+                    log.warning("Redis unavailable, retrying in %.1fs: %s", backoff, exc)
+                else:
+                    log.exception("release step failed; retrying in %.1fs", backoff)
                 self._stop.wait(backoff)
                 continue
             finally:

@@ -98,7 +98,16 @@ SPECS: dict[str, ScriptSpec] = {
     "complete": ScriptSpec(
         "complete",
         keys=("policy", "state", "inflight", "stream", "wake"),
-        argv=("job_prefix", "now_us", "group", "job_enc", "attempt", "token", "actual_cost"),
+        argv=(
+            "job_prefix",
+            "now_us",
+            "group",
+            "job_enc",
+            "attempt",
+            "token",
+            "actual_cost",
+            "report_id",
+        ),
     ),
     "fail": ScriptSpec(
         "fail",
@@ -114,6 +123,7 @@ SPECS: dict[str, ScriptSpec] = {
             "retry_after_ms",
             "detail",
             "scope_prefix",
+            "report_id",
         ),
     ),
     "reclaim": ScriptSpec(

@@ -29,6 +29,7 @@ sent inside a cluster pipeline.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -118,6 +119,13 @@ _UNAVAILABLE = (
 )
 
 
+#: Error replies that mean "this server cannot serve now" (out of memory, a replica after a
+#: failover, a long script or a load in progress, a cluster reconfiguring): retry later.
+_TRANSIENT_REPLIES = frozenset(
+    {"OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}
+)
+
+
 def translate(exc: Exception, what: str) -> Exception:
     """The Janus exception for a redis-py exception raised while doing ``what``."""
     if isinstance(exc, redis.exceptions.ResponseError) and "JANUS_INVALID" in str(exc):
@@ -129,7 +137,10 @@ def translate(exc: Exception, what: str) -> Exception:
         if "cost" in text:
             return InvalidCost(f"{what}: {prefix}{text}")
         return InvalidInput(f"{what}: {prefix}{text}")
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, _UNAVAILABLE) or (
+        isinstance(exc, redis.exceptions.ResponseError)
+        and str(exc).split(" ", 1)[0] in _TRANSIENT_REPLIES
+    ):
         return RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was admitted")
     if isinstance(exc, redis.exceptions.NoScriptError):
         return RedisUnavailable(
@@ -341,8 +352,10 @@ class Store:
         token: str,
         now_us: int | None,
         actual_cost: int | None = None,
+        report_id: str | None = None,
     ) -> Any:
         argv: dict[str, Arg] = {
+            "report_id": report_id or uuid.uuid4().hex,
             "now_us": _now(now_us),
             "group": group,
             "job_enc": job_enc,
@@ -364,8 +377,10 @@ class Store:
         retry_after_ms: int,
         detail: str,
         now_us: int | None,
+        report_id: str | None = None,
     ) -> Any:
         argv: dict[str, Arg] = {
+            "report_id": report_id or uuid.uuid4().hex,
             "now_us": _now(now_us),
             "group": group,
             "job_enc": job_enc,

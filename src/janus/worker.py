@@ -271,9 +271,9 @@ class Worker:
                 try:
                     jobs = self.fetch(concurrency - len(running), block_ms)
                     backoff = 0.0
-                except RedisUnavailable as exc:
+                except JanusError as exc:
                     backoff = min(max(backoff * 2, 0.1), 5.0)
-                    log.warning("Redis unavailable, retrying in %.1fs: %s", backoff, exc)
+                    log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
                     self._stop.wait(backoff)
                     continue
                 for job in jobs:
@@ -337,7 +337,10 @@ class Worker:
         delay = 0.05
         while True:
             with lock:  # the heartbeat thread may have moved the deadline and the job
-                current = next((j for j in active.values() if j.id == job.id), job)
+                current = next(
+                    (j for j in active.values() if j.id == job.id and j.attempt == job.attempt),
+                    job,
+                )
             try:
                 send(current)
                 return
@@ -373,8 +376,8 @@ class Worker:
                 except LeaseLost as exc:
                     log.warning("%s", exc)
                     continue
-                except JanusError as exc:
-                    log.debug("heartbeat for %s: %s", job.id, exc)
+                except Exception as exc:  # heartbeats must go on for the other jobs
+                    log.warning("heartbeat for %s failed: %s", job.id, exc)
                     continue
                 with lock:
                     if future in active:
