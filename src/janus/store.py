@@ -20,9 +20,12 @@ Admission design (the scripts hold the detail; this is the map):
   scope, whoever calls the scripts and however many of them run at once.
 
 Calls: scripts are loaded once and called by SHA (redis-py's ``Script`` reloads on NOSCRIPT,
-e.g. after ``SCRIPT FLUSH``). Connection errors and timeouts are retried a bounded number of
-times by redis-py; every state-changing script is idempotent (job ids are fixed before the
-call, an existing id is a no-op), so a re-sent call cannot admit twice. Scripts are never
+e.g. after ``SCRIPT FLUSH``; a NOSCRIPT that races that reload is retried a few more times).
+Connection errors and timeouts are retried a bounded number of times by redis-py, so every
+state-changing script must give a re-sent call the answer the first one got: job ids are fixed
+before a submit (an existing id is a no-op), ``start`` hands a job running on the same
+consumer back to it, and ``complete`` / ``fail`` carry a report id, so a re-send is answered
+from the report it repeats while a second, different report is refused. Scripts are never
 sent inside a cluster pipeline.
 """
 
