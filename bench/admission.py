@@ -67,31 +67,41 @@ a benchmark, not a test), any failure of the run itself exits non-zero.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
-import math
-import os
-import platform
 import statistics
 import sys
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from redis.cluster import RedisCluster as ClusterClient
 from redis.commands.core import Script
 
+from _common import (
+    PAYLOAD,
+    Admin,
+    Report,
+    Stats,
+    add_delta,
+    bench_main,
+    delta,
+    finish,
+    job_inputs,
+    log,
+    machine_text,
+    parser_name,
+    pct,
+    print_environment,
+    python_text,
+    redis_line,
+    redis_under_test,
+)
 from janus import scripts
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.decisions import Decision, ReleaseStep
-from janus.embedded import RedisCluster, RedisServer
 from janus.keys import Keys
 from janus.policy import parse_policy_text
 from janus.store import AnyRedis, Arg, JobArgs, Store
@@ -131,7 +141,6 @@ dependencies:
       slow: {rate: 2, burst: 1}
 """
 
-PAYLOAD = bytes(range(100))  # 100 bytes
 BLOCKS = 10
 BATCH = 500
 BULK_SCOPES = [f"tenant-{i}" for i in range(8)]
@@ -160,13 +169,6 @@ QUICK = Sizes(single=600, bulk=4000, waves=3, min_late=100)
 # --------------------------------------------------------------------------- small helpers
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def us(ns: float) -> str:
     return f"{ns / 1000:.1f} µs"
 
@@ -179,95 +181,7 @@ def timed(call: Callable[[], object], n: int, out: list[int]) -> None:
         out.append(clock() - t0)
 
 
-@dataclass
-class Row:
-    figure: str
-    value: str
-    target: str = ""
-    ok: bool | None = None  # None: informational
-
-    @property
-    def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        self.rows.append(Row(figure, value, target, ok))
-
-    def section(self, title: str) -> None:
-        self.rows.append(Row(f"-- {title}", ""))
-
-    def print(self) -> None:
-        w1 = max(len(r.figure) for r in self.rows if not r.figure.startswith("-- "))
-        w2 = max(len(r.value) for r in self.rows)
-        w3 = max([len("target")] + [len(r.target) for r in self.rows])
-        head = f"{'figure':<{w1}}  {'value':>{w2}}  {'target':<{w3}}  result"
-        print(head)
-        print("-" * len(head))
-        for r in self.rows:
-            if r.figure.startswith("-- "):
-                print(r.figure)
-                continue
-            print(f"{r.figure:<{w1}}  {r.value:>{w2}}  {r.target:<{w3}}  {r.verdict}")
-        for note in self.notes:
-            print(f"note: {note}")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 # --------------------------------------------------------------------------- Redis plumbing
-
-
-class Admin:
-    """Plain connections to every server (INFO only), so they never share Janus's pools."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.conns = [redis.Redis(host="127.0.0.1", port=p) for p in ports]
-
-    def commandstats(self) -> dict[str, tuple[int, int]]:
-        """command -> (calls, usec), summed over every server."""
-        total: dict[str, tuple[int, int]] = {}
-        for conn in self.conns:
-            stats: dict[str, Any] = conn.info("commandstats")  # type: ignore[assignment]
-            for key, value in stats.items():
-                name = key.removeprefix("cmdstat_")
-                calls, usec = total.get(name, (0, 0))
-                total[name] = (calls + int(value["calls"]), usec + int(value["usec"]))
-        return total
-
-    def close(self) -> None:
-        for conn in self.conns:
-            conn.close()
-
-
-def delta(
-    after: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]], name: str
-) -> tuple[int, int]:
-    a, b = after.get(name, (0, 0)), before.get(name, (0, 0))
-    return a[0] - b[0], a[1] - b[1]
-
-
-def parser_name(client: AnyRedis) -> str:
-    """Class name of the reply parser on a live connection of ``client``."""
-    if isinstance(client, ClusterClient):
-        node = client.get_default_node()
-        assert node is not None and node.redis_connection is not None
-        pool = node.redis_connection.connection_pool
-    else:
-        pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        inner = getattr(conn, "_conn", conn)
-        return type(inner._parser).__name__
-    finally:
-        pool.release(conn)
 
 
 def ping_fn(client: AnyRedis, key: str) -> Callable[[], object]:
@@ -300,16 +214,6 @@ class CannedClient:
 
 
 # --------------------------------------------------------------------------- phase 1 + 2
-
-
-Stats = dict[str, tuple[int, int]]
-
-
-def add_stats(into: Stats, after: Stats, before: Stats) -> None:
-    for name in set(after) | set(before):
-        calls, usec = delta(after, before, name)
-        c0, u0 = into.get(name, (0, 0))
-        into[name] = (c0 + calls, u0 + usec)
 
 
 @dataclass
@@ -421,7 +325,7 @@ def measure_latency(
         for name, fn in kinds.items():
             before = admin.commandstats()
             timed(fn, per_block, res.samples[name])
-            add_stats(res.server[name], admin.commandstats(), before)
+            add_delta(res.server[name], admin.commandstats(), before)
             if server_pid is not None:
                 mine, theirs = last_cpu("self"), last_cpu(server_pid)
                 if mine is not None and theirs is not None:
@@ -462,13 +366,8 @@ def measure_bulk(
     problems: list[str] = []
     res = BulkResults()
 
-    def inputs(n: int) -> tuple[list[str], list[bytes]]:
-        ids = [uuid.uuid4().hex for _ in range(n)]
-        payloads = [i.to_bytes(4, "big") + PAYLOAD[4:] for i in range(n)]
-        return ids, payloads
-
     def run_janus(n: int) -> int:
-        ids, payloads = inputs(n)
+        ids, payloads = job_inputs(n)
         jobs = [
             Job(scope=BULK_SCOPES[i % len(BULK_SCOPES)], payload=payloads[i], job_id=ids[i])
             for i in range(n)
@@ -482,7 +381,7 @@ def measure_bulk(
         return elapsed
 
     def run_raw(n: int) -> int:
-        ids, payloads = inputs(n)
+        ids, payloads = job_inputs(n)
         gc.collect()
         t0 = time.perf_counter_ns()
         pipe = client.pipeline(transaction=False)
@@ -510,12 +409,12 @@ def measure_bulk(
     for _ in range(3):
         before = admin.commandstats()
         elapsed = run_janus(n)
-        add_stats(res.janus_server, admin.commandstats(), before)
+        add_delta(res.janus_server, admin.commandstats(), before)
         res.janus_rates.append(n / (elapsed / 1e9))
         res.janus_wall_ns += elapsed
         before = admin.commandstats()
         elapsed = run_raw(n)
-        add_stats(res.raw_server, admin.commandstats(), before)
+        add_delta(res.raw_server, admin.commandstats(), before)
         res.raw_rates.append(n / (elapsed / 1e9))
         res.raw_wall_ns += elapsed
     res.jobs_per_side = 3 * n
@@ -624,17 +523,6 @@ def measure_lateness(jn: Janus, url: str, admin: Admin, sizes: Sizes) -> Latenes
 # --------------------------------------------------------------------------- main
 
 
-@contextmanager
-def redis_under_test(cluster: bool) -> Iterator[tuple[str, dict[int, int]]]:
-    """The URL, and port -> pid of every server."""
-    if cluster:
-        with RedisCluster.start(masters=3) as rc:
-            yield rc.url, {node.port: node.pid for node in rc.nodes}
-    else:
-        with RedisServer.start() as srv:
-            yield srv.url, {srv.port: srv.pid}
-
-
 def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
     logging.basicConfig(level=logging.ERROR)  # the doctor warns that the test server
     # has no persistence; that is deliberate here.
@@ -647,17 +535,12 @@ def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
         client = jn.store.client  # what janus.store.connect(url) gave Janus: PING uses it too
         jn.apply_policies(parse_policy_text(POLICY, "<bench policy>"))
 
-        versions = sorted({str(conn.info("server")["redis_version"]) for conn in admin.conns})
         parser = parser_name(client)
         environment = [
-            f"redis-server {', '.join(versions)}, "
-            f"{'3-master cluster' if cluster else 'standalone'} (janus.embedded, persistence "
-            f"off) at {url}",
+            redis_line(admin, url, cluster),
             f"hiredis active: {'yes' if parser == '_HiredisParser' else 'NO'} (reply parser "
-            f"{parser}); python {platform.python_version()}, redis-py {redis.__version__}",
-            f"machine: nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "
-            f"{platform.machine()} {platform.system()} {platform.release()}"
-            + (" [--quick: smaller N]" if quick else ""),
+            f"{parser}); {python_text()}",
+            f"machine: {machine_text()}" + (" [--quick: smaller N]" if quick else ""),
         ]
         for line in environment:
             log(line)
@@ -795,29 +678,18 @@ def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
     )
     report.notes.append(f"total run time {time.monotonic() - started:.1f} s")
 
-    print()
-    for line in environment:
-        print(line)
-    print()
-    report.print()
-    if problems:
-        print()
-        for problem in problems:
-            print(f"RUN FAILED: {problem}")
-        return 2
-    return 0
+    print_environment(environment)
+    return finish(report, problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--cluster", action="store_true", help="3-master Redis Cluster")
-    parser.add_argument("--quick", action="store_true", help="~5x smaller N: a smoke run")
-    args = parser.parse_args(argv)
-    try:
-        return run(args.cluster, QUICK if args.quick else FULL, args.quick)
-    except Exception:
-        traceback.print_exc()
-        return 1
+    return bench_main(
+        __doc__,
+        argv,
+        lambda args: run(args.cluster, QUICK if args.quick else FULL, args.quick),
+        quick_help="~5x smaller N: a smoke run",
+        cluster=True,
+    )
 
 
 if __name__ == "__main__":

@@ -55,26 +55,35 @@ target; a MISS still exits 0 (this is a benchmark, not a test); any failure of t
 
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
+from _common import (
+    Admin,
+    Report,
+    Stats,
+    add_delta,
+    bench_main,
+    finish,
+    log,
+    machine_text,
+    pct,
+    print_environment,
+    python_text,
+    redis_line,
+    redis_under_test,
+)
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.decisions import parse_release
-from janus.embedded import RedisServer
 from janus.keys import Keys
 from janus.policy import parse_policy_text
 from janus.store import Store
@@ -150,96 +159,12 @@ class Clock:
         return self.now_us // 1000
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def jain(xs: list[float]) -> float:
     return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
 
 
 def ms(v: float) -> str:
     return f"{v:g} ms"
-
-
-@dataclass
-class Row:
-    figure: str
-    value: str
-    target: str = ""
-    ok: bool | None = None  # None: informational
-
-    @property
-    def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        self.rows.append(Row(figure, value, target, ok))
-
-    def section(self, title: str) -> None:
-        self.rows.append(Row(f"-- {title}", ""))
-
-    def print(self) -> None:
-        w1 = max(len(r.figure) for r in self.rows if not r.figure.startswith("-- "))
-        w2 = max(len(r.value) for r in self.rows)
-        w3 = max([len("target")] + [len(r.target) for r in self.rows])
-        head = f"{'figure':<{w1}}  {'value':>{w2}}  {'target':<{w3}}  result"
-        print(head)
-        print("-" * len(head))
-        for r in self.rows:
-            if r.figure.startswith("-- "):
-                print(r.figure)
-                continue
-            print(f"{r.figure:<{w1}}  {r.value:>{w2}}  {r.target:<{w3}}  {r.verdict}")
-        for note in self.notes:
-            print(f"note: {note}")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-Stats = dict[str, tuple[int, int]]
-
-
-class Admin:
-    """A plain connection for INFO / MEMORY only, so it never shares Janus's pool."""
-
-    def __init__(self, port: int) -> None:
-        self.conn = redis.Redis(host="127.0.0.1", port=port)
-
-    def commandstats(self) -> Stats:
-        """command -> (calls, usec)."""
-        stats: dict[str, Any] = self.conn.info("commandstats")  # type: ignore[assignment]
-        return {
-            key.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-            for key, v in stats.items()
-        }
-
-    def used_memory(self) -> int:
-        return int(self.conn.info("memory")["used_memory"])  # type: ignore[index]
-
-    def memory_usage(self, key: str) -> int:
-        return int(self.conn.memory_usage(key, samples=0) or 0)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def add_delta(into: Stats, after: Stats, before: Stats) -> None:
-    for name in set(after) | set(before):
-        a, b = after.get(name, (0, 0)), before.get(name, (0, 0))
-        c0, u0 = into.get(name, (0, 0))
-        into[name] = (c0 + a[0] - b[0], u0 + a[1] - b[1])
 
 
 def released_at_submit(decisions: list[Any]) -> set[str]:
@@ -505,17 +430,14 @@ def run(sizes: Sizes, quick: bool) -> int:
     started = time.monotonic()
     report = Report()
     problems: list[str] = []
-    with RedisServer.start() as srv:
-        admin = Admin(srv.port)
-        store = Store.from_url(srv.url, prefix=PREFIX)
+    with redis_under_test() as (url, pids):
+        admin = Admin(list(pids))
+        store = Store.from_url(url, prefix=PREFIX)
         jn = Janus(store)
         jn.apply_policies(parse_policy_text(policy_text(sizes.scopes), "<bench policy>"))
-        version = str(admin.conn.info("server")["redis_version"])
         environment = [
-            f"redis-server {version}, standalone (janus.embedded, persistence off) at {srv.url}",
-            f"python {platform.python_version()}, redis-py {redis.__version__}; machine: nproc "
-            f"{os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {platform.machine()} "
-            f"{platform.system()} {platform.release()}"
+            redis_line(admin, url),
+            f"{python_text()}; machine: {machine_text()}"
             + (" [--quick: smaller N]" if quick else ""),
             "load average at start (1/5/15 min): "
             + " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -527,7 +449,7 @@ def run(sizes: Sizes, quick: bool) -> int:
         log(f"phase 1: heavy ({sizes.heavy:,} jobs) / light (10 jobs), explicit time")
         hl = heavy_light_explicit(store, sizes.heavy)
         log(f"phase 1b: heavy ({sizes.heavy_rt:,} jobs) / light, real time, coordinator thread")
-        rt = heavy_light_realtime(srv.url, store, sizes.heavy_rt)
+        rt = heavy_light_realtime(url, store, sizes.heavy_rt)
 
         log("phase 2: weighted 1:2:4 and 4 equal scopes, 10 s explicit time each")
         wtd = backlogged(store, WTD, WEIGHTS, 10)
@@ -740,28 +662,17 @@ def run(sizes: Sizes, quick: bool) -> int:
     report.notes.append("load average after phase 3: " + " ".join(f"{v:.2f}" for v in load_end))
     report.notes.append(f"total run time {time.monotonic() - started:.1f} s")
 
-    print()
-    for line in environment:
-        print(line)
-    print()
-    report.print()
-    if problems:
-        print()
-        for problem in sorted(set(problems)):
-            print(f"RUN FAILED: {problem}")
-        return 2
-    return 0
+    print_environment(environment)
+    return finish(report, sorted(set(problems)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smaller N: a smoke run")
-    args = parser.parse_args(argv)
-    try:
-        return run(QUICK if args.quick else FULL, args.quick)
-    except Exception:
-        traceback.print_exc()
-        return 1
+    return bench_main(
+        __doc__,
+        argv,
+        lambda args: run(QUICK if args.quick else FULL, args.quick),
+        quick_help="smaller N: a smoke run",
+    )
 
 
 if __name__ == "__main__":

@@ -70,11 +70,8 @@ exits non-zero. Every thread is stopped and the redis-server is shut down on the
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import os
-import platform
 import random
 import subprocess
 import sys
@@ -86,11 +83,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from _common import (
+    Admin,
+    Report,
+    bench_main,
+    finish,
+    load_text,
+    log,
+    machine_text,
+    pct,
+    print_environment,
+    print_grid,
+    python_text,
+    redis_line,
+    redis_under_test,
+)
 from janus.client import Janus
 from janus.coordinator import Coordinator
-from janus.embedded import RedisServer
 from janus.errors import LeaseLost
 from janus.keys import Keys
 from janus.policy import interval_us, parse_policy_text
@@ -198,75 +207,8 @@ def source_state() -> str:
     return f"commit {head or '?'}{changes}"
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def ratio_text(num: float, den: float) -> str:
     return f"{num / den:.3f}" if den else "n/a"
-
-
-@dataclass
-class Row:
-    figure: str
-    value: str
-    target: str = ""
-    ok: bool | None = None  # None: informational
-
-    @property
-    def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        self.rows.append(Row(figure, value, target, ok))
-
-    def section(self, title: str) -> None:
-        self.rows.append(Row(f"-- {title}", ""))
-
-    def print(self) -> None:
-        w1 = max(len(r.figure) for r in self.rows if not r.figure.startswith("-- "))
-        w2 = max(len(r.value) for r in self.rows)
-        w3 = max([len("target")] + [len(r.target) for r in self.rows])
-        head = f"{'figure':<{w1}}  {'value':>{w2}}  {'target':<{w3}}  result"
-        print(head)
-        print("-" * len(head))
-        for r in self.rows:
-            if r.figure.startswith("-- "):
-                print(r.figure)
-                continue
-            print(f"{r.figure:<{w1}}  {r.value:>{w2}}  {r.target:<{w3}}  {r.verdict}")
-        for note in self.notes:
-            print(f"note: {note}")
-
-
-def print_grid(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """A plain table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = f"{cells[0]:<{widths[0]}}"
-        return "  ".join(
-            [first] + [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True)]
-        )
-
-    print(title)
-    print(line(header))
-    print("-" * len(line(header)))
-    for r in rows:
-        print(line(r))
 
 
 class Threads:
@@ -1045,15 +987,12 @@ def run(phases: Phases, quick: bool) -> int:
     # has no persistence; that is deliberate here.
     started = time.monotonic()
     problems: list[str] = []
-    with RedisServer.start() as srv:
-        admin = redis.Redis(host="127.0.0.1", port=srv.port)
-        version = str(admin.info("server")["redis_version"])
-        admin.close()
+    with redis_under_test() as (url, pids):
+        admin = Admin(list(pids))
         environment = [
-            f"redis-server {version}, standalone (janus.embedded, persistence off) at {srv.url}",
-            f"python {platform.python_version()}, redis-py {redis.__version__}; machine: nproc "
-            f"{os.cpu_count()}, {platform.machine()} {platform.system()} {platform.release()}, "
-            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start"
+            redis_line(admin, url),
+            f"{python_text()}; machine: {machine_text(usable=False)}, "
+            f"load average {load_text()} at start"
             + (" [--quick: shorter phases]" if quick else ""),
             f"scenario: lead-in {phases.lead_s:g} s healthy, outage {phases.outage_s:g} s (every "
             f"call -> 503), then healthy; {PRODUCERS} producers x {SUBMIT_RATE / PRODUCERS:g} "
@@ -1061,42 +1000,32 @@ def run(phases: Phases, quick: bool) -> int:
             f"{SERVICE_S * 1000:g} ms per call; in-process dependency object per side",
             f"janus under test: {source_state()}",
         ]
+        admin.close()
         for line in environment:
             log(line)
         log("naive baseline: Celery-style autoretry over a Redis list + ETA zset")
-        naive = run_naive(srv.url, phases, problems)
+        naive = run_naive(url, phases, problems)
         log(f"naive done: {len(naive.calls)} attempts, run {naive.run_s:.1f} s")
         log("Janus: submit -> coordinator -> workers; Janus decides retries")
-        janus = run_janus(srv.url, phases, problems)
+        janus = run_janus(url, phases, problems)
         log(f"Janus done: {len(janus.calls)} attempts, run {janus.run_s:.1f} s")
 
-    print()
-    for line in environment:
-        print(line)
-    print()
+    print_environment(environment)
     timeline(naive, janus, phases)
     print()
     report = report_results(naive, janus, phases, problems)
     report.notes.append(f"total run time {time.monotonic() - started:.1f} s")
     print()
-    report.print()
-    if problems:
-        print()
-        for problem in problems:
-            print(f"RUN FAILED: {problem}")
-        return 2
-    return 0
+    return finish(report, problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="shorter phases: a smoke run")
-    args = parser.parse_args(argv)
-    try:
-        return run(QUICK if args.quick else FULL, args.quick)
-    except Exception:
-        traceback.print_exc()
-        return 1
+    return bench_main(
+        __doc__,
+        argv,
+        lambda args: run(QUICK if args.quick else FULL, args.quick),
+        quick_help="shorter phases: a smoke run",
+    )
 
 
 if __name__ == "__main__":

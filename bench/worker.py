@@ -58,13 +58,11 @@ worker processes and every redis-server started here are stopped on the way out.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import math
 import multiprocessing as mp
 import os
-import platform
 import queue
 import statistics
 import sys
@@ -76,13 +74,29 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-from redis.cluster import RedisCluster as ClusterClient
-
+from _common import (
+    Admin,
+    Report,
+    Stats,
+    add_stats,
+    bench_main,
+    finish,
+    job_inputs,
+    load_text,
+    log,
+    machine_text,
+    parser_name,
+    pct,
+    print_environment,
+    print_grid,
+    python_text,
+    redis_line,
+    redis_under_test,
+    stats_delta,
+)
 from janus import scripts
 from janus.client import Janus, Job
 from janus.decisions import LeasedJob
-from janus.embedded import RedisCluster, RedisServer
 from janus.keys import Keys, encode_part
 from janus.policy import parse_policy_text
 from janus.store import AnyRedis, connect
@@ -101,7 +115,6 @@ dependencies:
       default: {{rate: 1000000, burst: 1000000000}}
 """
 
-PAYLOAD = bytes(range(100))  # 100 bytes
 SCOPES = [f"tenant-{i}" for i in range(8)]
 BATCH = 500  # submit_many batch / XADDs per pipeline round trip
 FETCH = 50  # count of each fetch / XREADGROUP
@@ -141,13 +154,6 @@ QUICK = Sizes(jobs=4000, rounds=3, diag=1000)
 # --------------------------------------------------------------------------- small helpers
 
 
-def pct(values: list[int] | list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def machine_busy_s() -> float:
     """CPU seconds the whole machine (every CPU, every process) has been busy: /proc/stat."""
     with open("/proc/stat") as f:
@@ -170,131 +176,7 @@ def noop(job: object) -> None:
     """The handler: does nothing."""
 
 
-@dataclass
-class Row:
-    figure: str
-    value: str
-    target: str = ""
-    ok: bool | None = None  # None: informational
-
-    @property
-    def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        self.rows.append(Row(figure, value, target, ok))
-
-    def section(self, title: str) -> None:
-        self.rows.append(Row(f"-- {title}", ""))
-
-    def print(self) -> None:
-        w1 = max(len(r.figure) for r in self.rows if not r.figure.startswith("-- "))
-        w2 = max(len(r.value) for r in self.rows)
-        w3 = max([len("target")] + [len(r.target) for r in self.rows])
-        head = f"{'figure':<{w1}}  {'value':>{w2}}  {'target':<{w3}}  result"
-        print(head)
-        print("-" * len(head))
-        for r in self.rows:
-            if r.figure.startswith("-- "):
-                print(r.figure)
-                continue
-            print(f"{r.figure:<{w1}}  {r.value:>{w2}}  {r.target:<{w3}}  {r.verdict}")
-        for note in self.notes:
-            print(f"note: {note}")
-
-
-def print_grid(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """A plain table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = f"{cells[0]:<{widths[0]}}"
-        return "  ".join(
-            [first] + [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True)]
-        )
-
-    print(title)
-    print(line(header))
-    print("-" * len(line(header)))
-    for r in rows:
-        print(line(r))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 # --------------------------------------------------------------------------- Redis plumbing
-
-Stats = dict[str, tuple[int, int]]
-
-
-class Admin:
-    """Plain connections to every server (INFO only), so they never share Janus's pools."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.conns = [redis.Redis(host="127.0.0.1", port=p) for p in ports]
-
-    def commandstats(self) -> Stats:
-        """command -> (calls, usec), summed over every server."""
-        total: Stats = {}
-        for conn in self.conns:
-            stats: dict[str, Any] = conn.info("commandstats")  # type: ignore[assignment]
-            for key, value in stats.items():
-                name = key.removeprefix("cmdstat_")
-                calls, usec = total.get(name, (0, 0))
-                total[name] = (calls + int(value["calls"]), usec + int(value["usec"]))
-        return total
-
-    def cpu_s(self) -> float:
-        """used_cpu_user + used_cpu_sys (whole process) of every server, summed, in seconds."""
-        total = 0.0
-        for conn in self.conns:
-            info: dict[str, Any] = conn.info("cpu")  # type: ignore[assignment]
-            total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-        return total
-
-    def close(self) -> None:
-        for conn in self.conns:
-            conn.close()
-
-
-def stats_delta(after: Stats, before: Stats) -> Stats:
-    out: Stats = {}
-    for name in set(after) | set(before):
-        a, b = after.get(name, (0, 0)), before.get(name, (0, 0))
-        if a[0] - b[0]:
-            out[name] = (a[0] - b[0], a[1] - b[1])
-    out.pop("info", None)
-    return out
-
-
-def add_stats(into: Stats, more: Stats) -> None:
-    for name, (calls, usec) in more.items():
-        c0, u0 = into.get(name, (0, 0))
-        into[name] = (c0 + calls, u0 + usec)
-
-
-def parser_name(client: AnyRedis) -> str:
-    """Class name of the reply parser on a live connection of ``client``."""
-    if isinstance(client, ClusterClient):
-        node = client.get_default_node()
-        assert node is not None and node.redis_connection is not None
-        pool = node.redis_connection.connection_pool
-    else:
-        pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        inner = getattr(conn, "_conn", conn)
-        return type(inner._parser).__name__
-    finally:
-        pool.release(conn)
 
 
 def bare_key() -> str:
@@ -548,11 +430,6 @@ class Bench:
     n: int
     problems: list[str] = field(default_factory=list)
 
-    def inputs(self, n: int) -> tuple[list[str], list[bytes]]:
-        ids = [uuid.uuid4().hex for _ in range(n)]
-        payloads = [i.to_bytes(4, "big") + PAYLOAD[4:] for i in range(n)]
-        return ids, payloads
-
     def reset(self) -> None:
         """Drop both streams (their groups go with them); the next run starts clean."""
         k = Keys(PREFIX, DEP)
@@ -564,7 +441,7 @@ class Bench:
         key = bare_key()
         if side != JANUS:
             self.client.xgroup_create(key, GROUP, id="0", mkstream=True)
-        ids, payloads = self.inputs(n)
+        ids, payloads = job_inputs(n)
         jobs = [
             Job(scope=SCOPES[i % len(SCOPES)], payload=payloads[i], job_id=ids[i]) for i in range(n)
         ]
@@ -706,6 +583,8 @@ def complete_argv(job: LeasedJob) -> list[str | int]:
             "job_enc": encode_part(job.id),
             "attempt": job.attempt,
             "token": job.token,
+            "actual_cost": -1,
+            "report_id": uuid.uuid4().hex,
         }
     )
     return [*keys, *argv]
@@ -726,7 +605,7 @@ def diagnose(bench: Bench, n: int) -> list[Step]:
     jn, client, admin = bench.jn, bench.client, bench.admin
     steps: list[Step] = []
     bench.reset()
-    ids, payloads = bench.inputs(n)
+    ids, payloads = job_inputs(n)
     jobs = [
         Job(scope=SCOPES[i % len(SCOPES)], payload=payloads[i], job_id=ids[i]) for i in range(n)
     ]
@@ -794,17 +673,6 @@ def diagnose(bench: Bench, n: int) -> list[Step]:
 # --------------------------------------------------------------------------- main
 
 
-@contextmanager
-def redis_under_test(cluster: bool) -> Iterator[tuple[str, dict[int, int]]]:
-    """The URL, and port -> pid of every server."""
-    if cluster:
-        with RedisCluster.start(masters=3) as rc:
-            yield rc.url, {node.port: node.pid for node in rc.nodes}
-    else:
-        with RedisServer.start() as srv:
-            yield srv.url, {srv.port: srv.pid}
-
-
 def server_us(server: Stats, *names: str) -> int:
     return sum(server.get(name, (0, 0))[1] for name in names)
 
@@ -825,19 +693,14 @@ def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
         try:
             log("starting redis-server and 4 worker processes (spawn)")
             pool.start()
-            versions = sorted({str(c.info("server")["redis_version"]) for c in admin.conns})
             parsers = {parser_name(jn.store.client), parser_name(client)} | pool.parsers
             hiredis_on = parsers == {"_HiredisParser"}
             environment = [
-                f"redis-server {', '.join(versions)}, "
-                f"{'3-master cluster' if cluster else 'standalone'} (janus.embedded, "
-                f"persistence off) at {url}",
+                redis_line(admin, url, cluster),
                 f"hiredis active: {'yes' if hiredis_on else 'NO'} (reply parser(s) "
                 f"{', '.join(sorted(parsers))}, producer and all worker processes); "
-                f"python {platform.python_version()}, redis-py {redis.__version__}",
-                f"machine: nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "
-                f"{platform.machine()} {platform.system()} {platform.release()}, "
-                f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start"
+                f"{python_text()}",
+                f"machine: {machine_text()}, load average {load_text()} at start"
                 + (" [--quick: smaller N]" if quick else ""),
                 f"method: workers run an explicit fetch(count={FETCH}, block_ms={BLOCK_MS}) + "
                 "complete(job) loop (Worker.run minus its thread pool); Janus jobs/s from job "
@@ -875,19 +738,10 @@ def run(cluster: bool, sizes: Sizes, quick: bool) -> int:
     report_results(report, results, steps, sizes)
     report.notes.append(f"total run time {time.monotonic() - started:.1f} s")
 
-    print()
-    for line in environment:
-        print(line)
-    print()
+    print_environment(environment)
     print_breakdown(results, steps)
     print()
-    report.print()
-    if bench.problems:
-        print()
-        for problem in bench.problems:
-            print(f"RUN FAILED: {problem}")
-        return 2
-    return 0
+    return finish(report, bench.problems)
 
 
 def median_of(results: list[RunResult], side: str, workers: int) -> tuple[float, list[RunResult]]:
@@ -1017,15 +871,13 @@ def print_breakdown(results: list[RunResult], steps: list[Step]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--cluster", action="store_true", help="3-master Redis Cluster")
-    parser.add_argument("--quick", action="store_true", help="~5x smaller N: a smoke run")
-    args = parser.parse_args(argv)
-    try:
-        return run(args.cluster, QUICK if args.quick else FULL, args.quick)
-    except Exception:
-        traceback.print_exc()
-        return 1
+    return bench_main(
+        __doc__,
+        argv,
+        lambda args: run(args.cluster, QUICK if args.quick else FULL, args.quick),
+        quick_help="~5x smaller N: a smoke run",
+        cluster=True,
+    )
 
 
 if __name__ == "__main__":
