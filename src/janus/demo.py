@@ -247,6 +247,8 @@ def run_demo(*, seconds: float = 12.0, cluster: bool = False) -> int:
         for w in workers:
             w.stop()
         coord.stop()
+        for t in threads[: len(workers)]:
+            t.join(timeout=5)  # let the workers finish before the server goes away
         ok = _report(console, demo, jn, workers)
         jn.close()
     return 0 if ok else 1
