@@ -1,3 +1,4 @@
+#!lua
 -- apply_policy.lua: installs a validated, compiled policy for one dependency, atomically.
 --
 -- Producers and coordinators read limits only from these two hashes, so every process obeys
@@ -16,7 +17,7 @@
 -- Writes: KEYS[1] (the fields, plus `packed`: every field the scripts read, in one string),
 -- KEYS[2].
 
---- @include "limits"
+--- @include "core"
 
 local digest = ARGV[1]
 local old = redis.call('HMGET', KEYS[1], 'digest', 'version')

@@ -1,3 +1,4 @@
+#!lua
 -- replay.lua: sends dead-lettered jobs back through admission, on an operator's request.
 --
 -- Each replayed job starts over (attempt 0, status scheduled, due now) with its payload,
@@ -13,19 +14,20 @@
 -- KEYS[5] dead      stream  dead letters (read only)
 -- KEYS[6] replayed  hash    dead-letter entry id -> time it was replayed (ms)
 -- KEYS[7] wake      list    coordinator wake-up signal (at most one element)
+-- KEYS[8] work      list    idle-worker wake-up signal (at most one element)
 -- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
 -- ARGV[2] scope_prefix  string  key prefix of scope state (carries the hash tag)
 -- ARGV[3] now_us        int     explicit time in microseconds, or "" to use Redis TIME
 -- ARGV[4] count         int     number of entries that follow
--- ARGV[5...] entries    3 values per entry: dead-letter entry id, job_enc, scope_enc
+-- ARGV[5...] entries    3 values per entry: entry_id (of the dead letter), job_enc, scope_enc
 --
 -- Returns one status per entry: "replayed" | "missing" (no such dead letter) |
 -- "already_replayed" | "active" (the job id is in use again), or "unknown_dependency" for
 -- every entry when no policy is applied.
--- Writes: job records, delayed, state, scope state (waiting counts), replayed, wake.
+-- Writes: job records, delayed, state, scope state (waiting counts), replayed, wake, work.
 
---- @include "limits"
---- @include "outcomes"
+--- @include "scopes"
+--- @include "signals"
 
 local job_prefix = ARGV[1]
 local now = now_from(ARGV[3])
@@ -39,8 +41,8 @@ if not policy then
   end
   return out
 end
-local ctx = new_ctx(policy, now, ARGV[2], {policy = KEYS[1], scopes = KEYS[2],
-  state = KEYS[3], delayed = KEYS[4], wake = KEYS[7]})
+local ctx = new_ctx(policy, now, {policy = KEYS[1], scopes = KEYS[2], state = KEYS[3],
+  delayed = KEYS[4], wake = KEYS[7], work = KEYS[8]}, {job = job_prefix, scope = ARGV[2]})
 load_state(ctx)
 local dirty = false
 for i = 1, count do
@@ -72,9 +74,7 @@ for i = 1, count do
       'submitted_ms', now_ms, 'not_before_ms', now_ms, 'history', cjson.encode(h))
     redis.call('ZADD', KEYS[4], fmt(now), job_enc)
     redis.call('HSET', KEYS[6], entry_id, now_ms)
-    scope_queue(scope_get(ctx, scope_enc), 1, tonumber(f.cost))
-    ctx.queued_cost = ctx.queued_cost + tonumber(f.cost)
-    ctx.queued_count = ctx.queued_count + 1
+    queue_add(ctx, scope_get(ctx, scope_enc), 1, tonumber(f.cost))
     dirty = true
     out[i] = 'replayed'
   end
@@ -82,6 +82,7 @@ end
 if dirty then
   save_state(ctx)
   scope_flush(ctx)
-  signal_wake(ctx, now)
+  signal_coordinator(ctx, now)  -- due now: moved to its ready line by the next step
+  signal_workers(ctx)
 end
 return out

@@ -1,32 +1,33 @@
--- submit.lua: admission. Decides, for each job of a batch, released | scheduled | rejected.
+#!lua
+-- submit.lua: admission. Decides, for each job of a batch, ready | scheduled | rejected.
 --
 -- Design (see janus/store.py for the map): the scope's own bucket is reserved here, at
 -- submit time; it fixes when the job may run as far as its scope is concerned (eligible).
--- The dependency's share is decided at release time, fairly between scopes (start-time fair
--- queueing, see include/limits.lua), together with the dependency bucket, the in-flight
--- limit, the circuit and the scope's quota. So a flood from one scope never books the
--- dependency's future capacity ahead of a scope that arrives later, and not_before_ms is an
--- estimate and a lower bound.
+-- Nothing is released here: a job is released only when a worker asks for work (fetch.lua),
+-- which checks the dependency's share (start-time fair queueing between scopes, see
+-- include/fairq.lua), the dependency bucket, the in-flight limit, the circuit, the retry
+-- budget and the scope's quota at that moment. So a flood from one scope never books the
+-- dependency's future capacity ahead of a scope that arrives later, work waiting for a
+-- worker waits in Janus's queues (where the limits apply), and not_before_ms is an estimate
+-- and a lower bound.
 --
--- A job is released at once only when its scope allows it now, no other work waits (no
--- scope in the fair queue, nothing due in the delay queue) and every release-time check
--- passes. Otherwise it waits: in its scope's ready line when its scope allows it now, else
--- in the delay queue until it does. It is rejected, with nothing kept, when its scope's
--- waiting line is full (max_queued / max_queued_cost: scope_queue_full), its quota is spent
--- and the policy says reject (quota_exhausted), or the estimated wait exceeds max_wait
--- (max_wait_exceeded, or circuit_open / dependency_paused when that is what holds it).
--- A job id that already exists returns that job's state and changes nothing, so a repeated
--- call is a no-op.
+-- A job its scope allows now joins its scope's ready line (and an idle worker is woken);
+-- otherwise it waits in the delay queue until its scope allows it (and the coordinator is
+-- woken if that is earlier than it planned to look). It is rejected, with nothing kept,
+-- when its scope's waiting line is full (max_queued / max_queued_cost: scope_queue_full),
+-- its quota is spent and the policy says reject (quota_exhausted), or the estimated wait
+-- exceeds max_wait (max_wait_exceeded, or circuit_open / dependency_paused when that is
+-- what holds it). A job id that already exists returns that job's state and changes
+-- nothing, so a repeated call is a no-op.
 --
 -- KEYS[1] policy     hash    compiled limits of the dependency (read only)
 -- KEYS[2] scopes     hash    encoded scope -> its limits (read only)
--- KEYS[3] state      hash    dtat, last_ms, queued_cost, queued_count, wake_at, vtime, ...
+-- KEYS[3] state      hash    dtat, queued_cost, queued_count, wake_at, vtime, circuit, ...
 -- KEYS[4] delayed    zset    waiting job ids, score = eligible time (us)
--- KEYS[5] inflight   zset    released job ids, score = lease deadline (ms)
--- KEYS[6] stream     stream  released work
--- KEYS[7] wake       list    coordinator wake-up signal (at most one element)
--- KEYS[8] active     zset    scopes with ready work, score = virtual start tag of the head
--- KEYS[9] throttled  zset    scopes held by their own bucket or quota, score = until (us)
+-- KEYS[5] wake       list    coordinator wake-up signal (at most one element)
+-- KEYS[6] work       list    idle-worker wake-up signal (at most one element)
+-- KEYS[7] active     zset    scopes with ready work, score = virtual start tag of the head
+-- KEYS[8] throttled  zset    scopes held by their own bucket or quota, score = until (us)
 -- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
 -- ARGV[2] scope_prefix  string  key prefix of scope state (carries the hash tag)
 -- ARGV[3] ready_prefix  string  key prefix of per-scope ready lines (carries the hash tag)
@@ -35,18 +36,23 @@
 -- ARGV[6] count         int     number of jobs that follow
 -- ARGV[7...] jobs       6 values per job: job_enc, job_id, scope_enc, scope, cost, payload
 --
--- Returns 7 values per job, in order: status ("released" | "scheduled" | "rejected"),
--- reason ("" | "unknown_dependency" | "max_wait_exceeded" | "circuit_open" |
--- "dependency_paused" | "scope_queue_full" | "quota_exhausted"), not_before_ms,
--- retry_after_ms (-1 when there is none), created (1 if this call created the job, 0 if it
--- already existed), attempt, state (the job record's status: "" when rejected).
+-- Returns 7 values per job: status, reason, not_before_ms, retry_after_ms, created, attempt,
+-- state. status: "ready" (its scope allows it now and nothing known holds it: the next
+-- worker that asks may take it) | "scheduled" (waits until at least not_before_ms) |
+-- "rejected"; reason: "" | "unknown_dependency" | "max_wait_exceeded" | "circuit_open" |
+-- "dependency_paused" | "scope_queue_full" | "quota_exhausted"; retry_after_ms: -1 when
+-- there is none; created: 1 if this call created the job, 0 if it already existed; state:
+-- the job record's status ("" when rejected).
 -- Raises (nothing written) "JANUS_INVALID <index> <detail>" when a job's cost exceeds
 -- max_cost or its payload exceeds max_payload.
 --
--- Writes: job records, scope state, ready lines, active, state, delayed, inflight, stream,
--- quota state, wake.
+-- Writes: job records, scope state, ready lines, active, state, delayed, quota state (a
+-- rolling log pruned), wake, work.
 
---- @include "limits"
+--- @include "quota"
+--- @include "circuit"
+--- @include "buckets"
+--- @include "fairq"
 
 local job_prefix = ARGV[1]
 local now = now_from(ARGV[5])
@@ -83,16 +89,14 @@ for i = 1, count do
   end
 end
 
-local ctx = new_ctx(policy, now, ARGV[2], {policy = KEYS[1], scopes = KEYS[2],
-  state = KEYS[3], delayed = KEYS[4], inflight = KEYS[5], stream = KEYS[6],
-  active = KEYS[8], throttled = KEYS[9]})
-ctx.ready_prefix, ctx.quota_prefix = ARGV[3], ARGV[4]
+local ctx = new_ctx(policy, now, {policy = KEYS[1], scopes = KEYS[2], state = KEYS[3],
+  delayed = KEYS[4], wake = KEYS[5], work = KEYS[6], active = KEYS[7], throttled = KEYS[8]},
+  {job = job_prefix, scope = ARGV[2], ready = ARGV[3], quota = ARGV[4]})
 load_state(ctx)
 local out = {}
 local dirty = false
 local wake_at = nil
-local now_ms = ms_of(now)
-local others_waiting = nil  -- is any work waiting (fair queue or due in the delay queue)?
+local now_ms = ctx.now_ms
 
 local function emit(status, reason, nb_ms, ra_ms, created, attempt, state)
   local n = #out
@@ -111,17 +115,15 @@ for i = 1, count do
   local cost, payload = tonumber(ARGV[base + 5]), ARGV[base + 6]
   local job_key = job_prefix .. job_enc
 
-  local existing = {}
-  if redis.call('EXISTS', job_key) == 1 then
-    existing = redis.call('HMGET', job_key, 'status', 'not_before_ms', 'attempt')
-  end
+  local existing = redis.call('HMGET', job_key, 'status', 'not_before_ms', 'attempt')
   if existing[1] then
     local st = existing[1]
-    local status = 'released'
-    if st == 'scheduled' or st == 'failed' then
+    local nb = tonumber(existing[2]) or 0
+    local status = 'ready'
+    if (st == 'scheduled' or st == 'failed') and nb > now_ms then
       status = 'scheduled'
     end
-    emit(status, '', tonumber(existing[2]) or 0, -1, 0, tonumber(existing[3]) or 0, st)
+    emit(status, '', nb, -1, 0, tonumber(existing[3]) or 0, st)
   else
     local sc = scope_get(ctx, scope_enc)
     local lim = sc.lim
@@ -170,43 +172,24 @@ for i = 1, count do
         sc.stat = gcra_take(sc.stat, eligible, cost, lim.interval)
         sc.dirty = true
         local nb_ms = math.ceil(not_before / 1000)
-        local record = {'id', job_id, 'scope', scope, 'scope_enc', scope_enc, 'cost', cost,
-          'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms}
-
-        local released = false
+        redis.call('HSET', job_key, 'id', job_id, 'scope', scope, 'scope_enc', scope_enc,
+          'cost', cost, 'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms,
+          'status', 'scheduled', 'attempt', 0)
         if eligible <= now then
-          if others_waiting == nil then
-            others_waiting = redis.call('ZCARD', KEYS[8]) > 0 or (ctx.queued_count > 0 and
-              redis.call('ZCOUNT', KEYS[4], '-inf', fmt(now)) > 0)
-          end
-          if not others_waiting and can_release(ctx, sc, cost) then
-            local t = math.max(ctx.vtime, sc.vf)
-            ctx.vtime, sc.vf = t, t + tag_step(sc, cost)
-            release_job(ctx, job_key, job_enc, job_id, scope, cost, sc, 1, record)
-            emit('released', '', now_ms, -1, 1, 1, 'queued')
-            released = true
+          enqueue_ready(ctx, sc, job_enc)
+          signal_workers(ctx)
+        else
+          redis.call('ZADD', KEYS[4], fmt(eligible), job_enc)
+          if not wake_at or eligible < wake_at then
+            wake_at = eligible
           end
         end
-        if not released then
-          local n = #record
-          record[n + 1], record[n + 2] = 'status', 'scheduled'
-          record[n + 3], record[n + 4] = 'attempt', 0
-          redis.call('HSET', job_key, unpack(record))
-          if eligible <= now then
-            enqueue_ready(ctx, sc, job_enc)
-            others_waiting = true
-          else
-            redis.call('ZADD', KEYS[4], fmt(eligible), job_enc)
-          end
-          scope_queue(sc, 1, cost)
-          ctx.queued_cost = ctx.queued_cost + cost
-          ctx.queued_count = ctx.queued_count + 1
-          local at = math.max(eligible, dep_at)
-          if not wake_at or at < wake_at then
-            wake_at = at
-          end
-          emit('scheduled', '', nb_ms, -1, 1, 0, 'scheduled')
+        queue_add(ctx, sc, 1, cost)
+        local status = 'scheduled'
+        if not_before <= now then
+          status = 'ready'
         end
+        emit(status, '', nb_ms, -1, 1, 0, 'scheduled')
       end
     end
   end
@@ -216,10 +199,7 @@ if dirty or ctx.circuit_dirty then
   save_state(ctx)
   scope_flush(ctx)
 end
-if wake_at and (not ctx.wake_at or wake_at < ctx.wake_at) then
-  redis.call('HSET', KEYS[3], 'wake_at', fmt(wake_at))
-  if redis.call('LLEN', KEYS[7]) == 0 then
-    redis.call('LPUSH', KEYS[7], '1')
-  end
+if wake_at then
+  signal_coordinator(ctx, wake_at)
 end
 return out

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
 
 from janus.client import Janus
+from janus.decisions import LeasedJob
+from janus.measure import Release
 from janus.policy import parse_policy_text
 
 T0_US = 1_800_000_000_000_000  # a fixed, realistic Redis time (2027) in microseconds
@@ -94,3 +97,32 @@ def raw_client(url: str) -> redis.Redis | redis.RedisCluster:
     from janus.store import connect
 
     return connect(url)
+
+
+def take(
+    jn: Janus, dependency: str, *, group: str = "g", consumer: str = "w1", count: int = 10_000
+) -> list[LeasedJob]:
+    """Everything a worker can fetch right now (at the test clock's time): the releases."""
+    w = jn.worker(dependency, group=group, consumer=consumer)
+    out: list[LeasedJob] = []
+    while True:
+        got = w.fetch(count=min(count - len(out), 500), block_ms=None)
+        out.extend(got)
+        if not got or len(out) >= count:
+            return out
+
+
+def started(jobs: list[LeasedJob]) -> list[Release]:
+    """Started attempts as ``Release`` records for :func:`janus.measure.check_rate`: the
+    release time is the stream id the attempt was handed over with."""
+    return [Release(j.started_ms, j.scope, j.cost) for j in jobs]
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str = "") -> None:
+    """Wait (polling every 10 ms) until ``predicate()`` is true; fail after ``timeout_s``.
+    The one way tests wait for something real-time: generous timeouts, never a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what or predicate}")
+        time.sleep(0.01)

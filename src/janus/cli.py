@@ -116,7 +116,8 @@ def policy_show(paths: tuple[str, ...]) -> None:
     help="Only these dependencies (default: every applied one).",
 )
 def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
-    """Move due work into the streams until SIGINT/SIGTERM."""
+    """Step every dependency on time (due work, expired leases, waking idle workers) until
+    SIGINT/SIGTERM."""
     logging.getLogger("janus").setLevel(logging.INFO)
     with _client(url, prefix) as jn:
         coord = Coordinator(jn.store, dependencies=list(dependencies) or None)
@@ -128,7 +129,11 @@ def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
         signal.signal(signal.SIGINT, _stop)
         click.echo(f"janus coordinator: {url} prefix={prefix}", err=True)
         coord.run()
-        click.echo(f"stopped after {coord.steps} steps, {coord.released} released", err=True)
+        click.echo(
+            f"stopped after {coord.steps} steps ({coord.moved} jobs came due, "
+            f"{coord.reclaimed} leases reclaimed)",
+            err=True,
+        )
 
 
 @main.command()
@@ -168,7 +173,7 @@ def worker(
         stats = w.run(handler, concurrency=concurrency)
         click.echo(
             f"stopped: {stats.completed} completed, {stats.failed} failed, "
-            f"{stats.lease_lost} lost leases",
+            f"{stats.returned} returned unstarted, {stats.lease_lost} lost leases",
             err=True,
         )
 

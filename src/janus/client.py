@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
+from janus import calls
+from janus.calls import JobArgs
 from janus.decisions import (
     DeadLetter,
     Decision,
@@ -20,12 +22,11 @@ from janus.decisions import (
     ScopeStatus,
     parse_dead_letter,
     parse_job,
-    parse_submit,
 )
 from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
-from janus.keys import check_dependency, check_user_name, encode_part
+from janus.keys import check_dependency, check_user_name
 from janus.policy import PolicySet, compile_policy
-from janus.store import DependencyStatus, JobArgs, Store
+from janus.store import DependencyStatus, Store
 from janus.worker import Worker
 
 #: Default client-side payload limit; the policy's ``max_payload`` is checked in Redis too.
@@ -116,10 +117,11 @@ class Janus:
     ) -> Decision:
         """Ask to run one job against ``dependency`` on behalf of ``scope``.
 
-        Returns a decision: ``released`` (on the stream now), ``scheduled`` (reserved; waits
-        in the delay queue until at least ``not_before_ms``) or ``rejected`` (nothing kept;
-        see ``reason`` and ``retry_after_ms``). Submitting an existing ``job_id`` again returns
-        that job's state and changes nothing (``created=False``).
+        Returns a decision: ``ready`` (its scope allows it now: the next worker that asks
+        may take it), ``scheduled`` (reserved; waits until at least ``not_before_ms``) or
+        ``rejected`` (nothing kept; see ``reason`` and ``retry_after_ms``). Either way the
+        job is released only when a worker fetches it. Submitting an existing ``job_id``
+        again returns that job's state and changes nothing (``created=False``).
 
         Raises :class:`~janus.errors.InvalidInput` subclasses for bad arguments and
         :class:`~janus.errors.RedisUnavailable` when Redis cannot be reached; in both cases
@@ -127,8 +129,7 @@ class Janus:
         """
         self._check_dependency(dependency)
         job = self._job_args(Job(scope=scope, payload=payload, job_id=job_id, cost=cost), None)
-        reply = self.store.submit(dependency, [job], self._now())
-        return parse_submit(dependency, [job.job_id], reply)[0]
+        return self.store.run(calls.submit(self.store.keys(dependency), [job], self._now()))[0]
 
     def submit_many(
         self, dependency: str, jobs: Iterable[Job | Mapping[str, object]]
@@ -142,10 +143,11 @@ class Janus:
         """
         self._check_dependency(dependency)
         args = [self._job_args(self._as_job(j, i), i) for i, j in enumerate(jobs)]
+        keys = self.store.keys(dependency)
         out: list[Decision] = []
         for chunk in _chunks(args, self.batch_size, _BATCH_BYTES):
-            reply = self.store.submit(dependency, chunk, self._now())
-            out.extend(parse_submit(dependency, [j.job_id for j in chunk], reply))
+            decisions: list[Decision] = self.store.run(calls.submit(keys, chunk, self._now()))
+            out.extend(decisions)
         return out
 
     def _check_dependency(self, dependency: str) -> None:
@@ -183,7 +185,7 @@ class Janus:
                 f"{where}payload is {len(payload)} bytes; the limit is "
                 f"{self.max_payload_bytes} bytes"
             )
-        return JobArgs(job_id, encode_part(job_id), scope, encode_part(scope), cost, payload)
+        return JobArgs(job_id, scope, cost, payload)
 
     # -- operating ---------------------------------------------------------------------
 
@@ -238,13 +240,13 @@ class Janus:
         Returns entry id -> replayed | already_replayed | active | missing. The dead letters
         stay until purged."""
         self._check_dependency(dependency)
-        triples = [(d.entry_id, encode_part(d.job_id), encode_part(d.scope)) for d in letters]
+        triples = [(d.entry_id, d.job_id, d.scope) for d in letters]
+        keys = self.store.keys(dependency)
         out: dict[str, str] = {}
         for i in range(0, len(triples), self.batch_size):
             chunk = triples[i : i + self.batch_size]
-            for (entry_id, _, _), status in zip(
-                chunk, self.store.replay(dependency, chunk, self._now()), strict=True
-            ):
+            statuses = self.store.run(calls.replay(keys, chunk, self._now()))
+            for (entry_id, _, _), status in zip(chunk, statuses, strict=True):
                 out[entry_id] = status
         return out
 

@@ -1,35 +1,37 @@
-"""The coordinator: moves due work from the delay queues to the streams, and reclaims
-expired leases (a reclaimed attempt counts as failed; the retry decision sends it back to
-the delay queue or to the dead letters).
+"""The coordinator: the timer of every dependency. It does the work that comes due with
+time (reclaims expired leases: each a failed attempt that the retry decision sends back to
+the delay queue or to the dead letters; moves jobs whose time has come to the fair queue;
+brings back throttled scopes and parked retries) and wakes one idle worker when work may be
+released. It releases nothing itself: only a worker's fetch does, so nothing is ever
+released to nobody.
 
-It is thin on purpose: every decision is ``release.lua``, atomic in Redis, so any number of
-coordinators may run at once without double-releasing anything (a job leaves the delay queue
-in the same script that puts it on the stream).
+It is thin on purpose: every decision is a script, atomic in Redis, so any number of
+coordinators may run at once, and since every fetch does the same due work, no job's fate
+depends on a coordinator being up (without one, workers time the dependency themselves).
 
 Waiting without polling, yet on time:
 
-* each ``release.lua`` step returns when the next step is worth running (the queue head's
-  due time, or when the limit that blocked it frees up); the coordinator sleeps *locally*
-  until then (``threading.Event.wait``: millisecond precision; Redis's own blocking timeouts
-  only fire every 100 ms);
-* a submit that queues work due *earlier* than the time the last step announced pushes one
-  element onto the dependency's ``wake`` list; one watcher thread per dependency waits on it
-  with BLPOP (one command every ``watch_s`` while idle) and cuts the sleep short.
+* each ``step.lua`` returns when the next step is worth running (the next job or throttled
+  scope coming due, a lease deadline, a retry token, the time a shared limit frees up); the
+  coordinator sleeps *locally* until then (``threading.Event.wait``: millisecond precision;
+  Redis's own blocking timeouts only fire every 100 ms);
+* a script that creates an earlier event (a submit of work due sooner, a retry, a pause)
+  pushes one element onto the dependency's ``wake`` list; one watcher thread per dependency
+  waits on it with BLPOP (one command every ``watch_s`` while idle) and cuts the sleep short.
 
 An idle coordinator therefore costs one BLPOP per dependency every ``watch_s`` seconds and
-one release step every ``idle_s``.
+one step every ``idle_s``; a busy one one step per event, never a loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 import threading
 import time
 
-from janus import doctor
-from janus.decisions import ReleaseStep, parse_reclaim, parse_release
+from janus import calls, doctor
+from janus.decisions import StepResult
 from janus.errors import RedisUnavailable
 from janus.store import Store
 
@@ -37,7 +39,7 @@ log = logging.getLogger("janus.coordinator")
 
 
 class Coordinator:
-    """Runs release steps for every dependency with an applied policy (or the ones given)."""
+    """Steps every dependency with an applied policy (or the ones given) on time."""
 
     def __init__(
         self,
@@ -61,28 +63,25 @@ class Coordinator:
         self._lock = threading.Lock()
         self._watchers: dict[str, threading.Thread] = {}
         self.steps = 0
-        self.released = 0
+        self.moved = 0
         self.reclaimed = 0
 
     # -- one step ----------------------------------------------------------------------
 
-    def step(self, dependency: str, now_us: int | None = None) -> ReleaseStep:
-        """One step for ``dependency``: reclaim expired leases (their retries go back to the
-        delay queue), then release due work. ``next_us`` says when the next step is worth
-        running: a queued job coming due or a lease coming to its deadline, whichever is
-        first. (``now_us`` only in tests.)"""
-        reclaim = parse_reclaim(self.store.reclaim(dependency, now_us, self.max_steps))
-        result = parse_release(self.store.release(dependency, now_us, self.max_steps))
+    def step(self, dependency: str, now_us: int | None = None) -> StepResult:
+        """One step for ``dependency`` (see the module docstring); ``next_us`` says when the
+        next one is worth running. (``now_us`` only in tests.)"""
+        result = self.store.run(
+            calls.step(
+                self.store.keys(dependency),
+                max_steps=self.max_steps,
+                timer_ms=int(self.idle_s * 2000) + 1000,
+                now_us=now_us,
+            )
+        )
         self.steps += 1
-        self.released += result.released
-        self.reclaimed += reclaim.reclaimed
-        if reclaim.next_deadline_ms is not None:
-            # A deadline at ms t has passed once Redis time reaches t + 1 ms.
-            lease_due = (reclaim.next_deadline_ms + 1) * 1000
-            if reclaim.reclaimed >= self.max_steps:
-                lease_due = result.now_us  # more expired leases wait: come back at once
-            if result.next_us is None or lease_due < result.next_us:
-                result = dataclasses.replace(result, next_us=lease_due)
+        self.reclaimed += result.reclaimed
+        self.moved += result.moved
         return result
 
     # -- the loop ----------------------------------------------------------------------

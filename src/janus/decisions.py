@@ -1,26 +1,25 @@
-"""Decision values and the parsing of script replies. Pure: no Redis, no clock.
+"""The values Janus answers with, and the parsing of job records. Pure: no Redis, no clock.
 
 A submit always ends in one of three outcomes, each an ordinary value:
 
-``released``   the job is on the dependency's stream now.
-``scheduled``  the job holds a reservation and waits in the delay queue; ``not_before_ms`` is a
-               lower bound on its release time (the dependency's share is decided at release).
+``ready``      accepted; its scope allows it now and nothing known holds it: the next worker
+               that asks for work may take it (within the fair share of its scope).
+``scheduled``  accepted; it holds a reservation and waits until at least ``not_before_ms``
+               (a lower bound: the dependency's share is decided when a worker takes it).
 ``rejected``   nothing was kept; ``reason`` says why (``unknown_dependency``,
-               ``max_wait_exceeded``) and ``retry_after_ms`` how long the job would have waited.
+               ``max_wait_exceeded``, ...) and ``retry_after_ms`` how long it would have waited.
+
+A job is *released* only when a worker fetches it: released means a worker has it.
+(Script replies are parsed in :mod:`janus.calls`.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from janus.errors import ProtocolError
-
-Status = Literal["released", "scheduled", "rejected"]
-_STATUSES: frozenset[str] = frozenset({"released", "scheduled", "rejected"})
-SUBMIT_WIDTH = 7
+Status = Literal["ready", "scheduled", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -45,71 +44,20 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class ReleaseStep:
+class StepResult:
     """What one coordinator step did for one dependency."""
 
-    released: int
-    released_cost: int
-    respaced: int
+    reclaimed: int
+    """Expired leases ended (each a failed attempt, ``lease_expired``)."""
+    retried: int
+    dead_lettered: int
+    moved: int
+    """Waiting jobs that came due (moved to their scope's ready line)."""
+    ready: bool
+    """A job may be released now (an idle worker was woken)."""
     next_us: int | None
-    """When to run the next step (Redis time, microseconds); None when the queue is empty."""
+    """When the next step is worth running (Redis time, us); None when nothing is pending."""
     now_us: int
-    budget_dead: int = 0
-    """Retries dead-lettered because the retry budget had no token within budget.max_wait."""
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, str):
-        return value
-    raise ProtocolError(f"expected a string in script reply, got {value!r}")
-
-
-def _int(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ProtocolError(f"expected an integer in script reply, got {value!r}")
-
-
-def parse_submit(dependency: str, job_ids: Sequence[str], reply: object) -> list[Decision]:
-    """Turn submit.lua's flat reply (7 values per job) into decisions."""
-    if not isinstance(reply, list) or len(reply) != SUBMIT_WIDTH * len(job_ids):
-        raise ProtocolError(f"submit.lua replied {reply!r:.200} for {len(job_ids)} job(s)")
-    out: list[Decision] = []
-    for i, job_id in enumerate(job_ids):
-        status, reason, not_before, retry_after, created, attempt, state = reply[
-            i * SUBMIT_WIDTH : (i + 1) * SUBMIT_WIDTH
-        ]
-        status_s = _text(status)
-        if status_s not in _STATUSES:
-            raise ProtocolError(f"submit.lua returned unknown status {status_s!r}")
-        retry = _int(retry_after)
-        state_s = _text(state)
-        out.append(
-            Decision(
-                dependency=dependency,
-                job_id=job_id,
-                status=status_s,  # type: ignore[arg-type]
-                reason=_text(reason) or None,
-                not_before_ms=_int(not_before),
-                retry_after_ms=None if retry < 0 else retry,
-                created=_int(created) == 1,
-                attempt=_int(attempt),
-                state=state_s or None,
-            )
-        )
-    return out
-
-
-def parse_release(reply: object) -> ReleaseStep:
-    """Turn release.lua's reply (6 integers) into a :class:`ReleaseStep`."""
-    if not isinstance(reply, list) or len(reply) != 6:
-        raise ProtocolError(f"release.lua replied {reply!r:.200}")
-    released, cost, respaced, next_us, now_us, budget_dead = (_int(v) for v in reply)
-    return ReleaseStep(
-        released, cost, respaced, None if next_us < 0 else next_us, now_us, budget_dead
-    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +76,52 @@ class LeasedJob:
     cost: int
     lease_deadline_ms: int
     token: str
+    """The stream entry id the attempt was handed over with: ``<release ms>-<seq>``."""
+
+    @property
+    def started_ms(self) -> int:
+        """When the attempt was released to its worker (Redis time, ms)."""
+        return int(self.token.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a worker's fetch got."""
+
+    jobs: list[LeasedJob]
+    known: bool
+    """False when the dependency has no applied policy (nothing can be released)."""
+    repeat: bool
+    """The answer of an earlier call with the same fetch id (a re-sent call)."""
+    now_ms: int
+    next_us: int | None
+    """When more work may be released (Redis time, us); None when nothing waits."""
+    timer: bool
+    """A coordinator stepped the dependency recently: it will wake idle workers on time."""
+    group_created: bool
+    """The consumer group (or its stream) was missing and has been created."""
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    ok: bool
+    reason: str | None
+    lease_deadline_ms: int
+
+
+Decided = Literal["completed", "retry", "dead", "returned"]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The answer to one outcome of a report: accepted (with what Janus decided) or refused
+    (``reason``: ``expired`` | ``superseded`` | ``finished`` | ``unknown_job``; nothing
+    changed)."""
+
+    ok: bool
+    reason: str | None
+    decision: Decided | None
+    retry_at_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -139,17 +133,10 @@ class FailOutcome:
 
 
 @dataclass(frozen=True)
-class ReclaimStep:
-    reclaimed: int
-    retried: int
-    dead_lettered: int
-    next_deadline_ms: int | None
-
-
-@dataclass(frozen=True)
 class JobInfo:
-    """A job's record: ``status`` is scheduled | queued | running | completed | failed | dead
-    (``failed``: the last attempt failed and a retry is scheduled)."""
+    """A job's record: ``status`` is scheduled | running | completed | failed | dead
+    (``scheduled``: waiting for its first attempt; ``running``: a worker holds it;
+    ``failed``: the last attempt failed and a retry waits)."""
 
     dependency: str
     id: str
@@ -160,47 +147,12 @@ class JobInfo:
     payload: bytes
     submitted_ms: int | None
     not_before_ms: int | None
-    released_ms: int | None
+    started_ms: int | None
+    """When the current (or last) attempt was released to a worker."""
     lease_deadline_ms: int | None
     finished_ms: int | None
     last_error: str | None
     history: list[dict[str, object]]
-
-
-def parse_start(
-    dependency: str, entries: Sequence[tuple[str, str]], reply: object
-) -> list[LeasedJob | str]:
-    """start.lua's reply, aligned with ``entries`` (token, job id): a job, or why not taken."""
-    if not isinstance(reply, list) or len(reply) != 8 * len(entries):
-        raise ProtocolError(f"start.lua replied {reply!r:.200} for {len(entries)} entries")
-    out: list[LeasedJob | str] = []
-    for n, (token, _job_id) in enumerate(entries):
-        ok, job_id, scope, cost, attempt, deadline, payload, reason = reply[8 * n : 8 * n + 8]
-        if _int(ok) != 1:
-            out.append(_text(reason))
-            continue
-        if not isinstance(payload, bytes):
-            raise ProtocolError(f"start.lua returned a payload of type {type(payload).__name__}")
-        out.append(
-            LeasedJob(
-                dependency=dependency,
-                id=_text(job_id),
-                scope=_text(scope),
-                payload=payload,
-                attempt=_int(attempt),
-                cost=_int(cost),
-                lease_deadline_ms=_int(deadline),
-                token=token,
-            )
-        )
-    return out
-
-
-def parse_reclaim(reply: object) -> ReclaimStep:
-    if not isinstance(reply, list) or len(reply) != 4:
-        raise ProtocolError(f"reclaim.lua replied {reply!r:.200}")
-    reclaimed, retried, dead, next_ms = (_int(v) for v in reply)
-    return ReclaimStep(reclaimed, retried, dead, None if next_ms < 0 else next_ms)
 
 
 def parse_job(dependency: str, raw: dict[bytes, bytes]) -> JobInfo:
@@ -225,7 +177,7 @@ def parse_job(dependency: str, raw: dict[bytes, bytes]) -> JobInfo:
         payload=raw.get(b"payload", b""),
         submitted_ms=num("submitted_ms"),
         not_before_ms=num("not_before_ms"),
-        released_ms=num("released_ms"),
+        started_ms=num("started_ms"),
         lease_deadline_ms=num("lease_deadline_ms"),
         finished_ms=num("finished_ms"),
         last_error=error.decode(errors="replace") if error else None,

@@ -14,8 +14,12 @@ for misuse of the API and for infrastructure faults::
     ├── LeaseLost              a heartbeat or report from someone who does not hold the
     │                          current attempt's live lease (expired, superseded, finished,
     │                          unknown job); nothing was changed
-    ├── RedisUnavailable       Redis could not be reached or timed out; fail safe: the
-    │                          job was not admitted (a retry with the same job id is safe)
+    ├── RedisUnavailable       Redis could not be reached, timed out or refused to serve;
+    │   │                      fail safe: the call changed nothing it did not report (a
+    │   │                      retry with the same job id, fetch or report is safe)
+    │   ├── RedisOutOfMemory   Redis is at maxmemory (noeviction): every script that
+    │   │                      writes is refused before it runs, so nothing moves
+    │   └── RedisReadOnly      the server is a replica (e.g. after a failover) or read-only
     ├── ProtocolError          a script replied with a shape this client does not know
     └── EmbeddedRedisError     the throwaway redis-server (demo, tests) could not start
 """
@@ -83,7 +87,17 @@ class LeaseLost(JanusError):
 
 
 class RedisUnavailable(JanusError):
-    """Redis could not be reached (or timed out). The job was not admitted."""
+    """Redis could not be reached, timed out, or refused to serve now. Nothing was changed
+    that the call did not report; retrying the same call is safe."""
+
+
+class RedisOutOfMemory(RedisUnavailable):
+    """Redis is at maxmemory with noeviction: writes are refused, and a Janus script is
+    refused whole, before it runs. Nothing moves until memory is freed."""
+
+
+class RedisReadOnly(RedisUnavailable):
+    """The server refused a write because it is a replica (or read-only)."""
 
 
 class ProtocolError(JanusError):

@@ -15,11 +15,17 @@ Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
     P:{D}:q:<scope>              list    one scope's ready jobs, FIFO (bounded by its work)
     P:{D}:quota:<scope>          hash    one scope's quota window (TTL: two periods)
     P:{D}:quota:<scope>:log      zset    rolling quota: reservations by time (TTL: two periods)
-    P:{D}:inflight               zset    released jobs, score = lease deadline in milliseconds
-    P:{D}:stream                 stream  released work, read by workers (acked entries deleted)
+    P:{D}:parked                 zset    retries waiting for a retry-budget token (FIFO)
+    P:{D}:inflight               zset    started attempts, score = lease deadline in milliseconds
+    P:{D}:groups                 set     consumer groups that ever fetched
+    P:{D}:stream:<group>         stream  one group's running attempts (entry deleted when the
+                                         attempt ends); its consumer group delivers each entry
+                                         to the worker that fetched it (the PEL)
+    P:{D}:f:<group>:<consumer>   string  a consumer's last fetch, for re-sent calls (TTL)
     P:{D}:dead                   stream  dead letters: job, payload, every attempt's outcome
     P:{D}:replayed               hash    dead-letter entry id -> when it was replayed (ms)
     P:{D}:wake                   list    at most one element: "coordinator, look again"
+    P:{D}:work                   list    at most one element: "idle worker, fetch"
 
 Cluster: every key of one dependency carries the hash tag ``{D}``, so each script touches
 one slot and dependencies spread over the shards. Dependency names are validated to a
@@ -129,8 +135,27 @@ class Keys:
         return f"{self.base}:inflight"
 
     @property
-    def stream(self) -> str:
-        return f"{self.base}:stream"
+    def stream_prefix(self) -> str:
+        return f"{self.base}:stream:"
+
+    def stream(self, group: str) -> str:
+        """The stream of one consumer group (group names are user data: encoded)."""
+        return self.stream_prefix + encode_part(group)
+
+    def fetch_log(self, group: str, consumer: str) -> str:
+        return f"{self.base}:f:{encode_part(group)}:{encode_part(consumer)}"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.base}:groups"
+
+    @property
+    def work(self) -> str:
+        return f"{self.base}:work"
+
+    @property
+    def parked(self) -> str:
+        return f"{self.base}:parked"
 
     @property
     def dead(self) -> str:
@@ -188,12 +213,14 @@ class Keys:
             self.state,
             self.delayed,
             self.inflight,
-            self.stream,
+            self.groups,
             self.dead,
             self.replayed,
             self.wake,
+            self.work,
             self.active,
             self.throttled,
+            self.parked,
         ]
 
 

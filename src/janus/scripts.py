@@ -68,72 +68,64 @@ def _check_names(
         raise TypeError(f"{script}.lua {what}: missing {missing}, unexpected {extra}")
 
 
-_STATE_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream")
-_QUEUE_ARGV = ("job_prefix", "scope_prefix", "ready_prefix", "quota_prefix")
-_OUTCOME_KEYS = ("policy", "scopes", "state", "delayed", "inflight", "stream", "dead", "wake")
+_QUEUE_ARGV = ("job_prefix", "scope_prefix", "ready_prefix", "quota_prefix", "now_us")
+_DUE_KEYS = (
+    "policy",
+    "scopes",
+    "state",
+    "delayed",
+    "inflight",
+    "dead",
+    "active",
+    "throttled",
+    "parked",
+    "wake",
+    "work",
+)
 
 SPECS: dict[str, ScriptSpec] = {
     "submit": ScriptSpec(
         "submit",
-        keys=(*_STATE_KEYS, "wake", "active", "throttled"),
-        argv=(*_QUEUE_ARGV, "now_us", "count", "jobs"),
+        keys=("policy", "scopes", "state", "delayed", "wake", "work", "active", "throttled"),
+        argv=(*_QUEUE_ARGV, "count", "jobs"),
         variadic=True,
     ),
-    "release": ScriptSpec(
-        "release",
-        keys=(*_STATE_KEYS, "dead", "active", "throttled"),
-        argv=(*_QUEUE_ARGV, "now_us", "max_steps"),
+    "fetch": ScriptSpec(
+        "fetch",
+        keys=(*_DUE_KEYS, "groups", "stream", "fetch_log"),
+        argv=(*_QUEUE_ARGV, "group", "consumer", "count", "fetch_id", "max_steps"),
     ),
-    "start": ScriptSpec(
-        "start",
-        keys=("stream",),
-        argv=("job_prefix", "now_us", "group", "consumer", "count", "entries"),
-        variadic=True,
+    "step": ScriptSpec(
+        "step",
+        keys=_DUE_KEYS,
+        argv=(*_QUEUE_ARGV, "max_steps", "timer_ms"),
     ),
     "heartbeat": ScriptSpec(
         "heartbeat",
         keys=("policy", "inflight"),
-        argv=("job_prefix", "now_us", "job_enc", "attempt", "token"),
+        argv=("job_prefix", "now_us", "count", "leases"),
+        variadic=True,
     ),
-    "complete": ScriptSpec(
-        "complete",
-        keys=("policy", "state", "inflight", "stream", "wake"),
-        argv=(
-            "job_prefix",
-            "now_us",
-            "group",
-            "job_enc",
-            "attempt",
-            "token",
-            "actual_cost",
-            "report_id",
+    "report": ScriptSpec(
+        "report",
+        keys=(
+            "policy",
+            "scopes",
+            "state",
+            "delayed",
+            "inflight",
+            "dead",
+            "active",
+            "throttled",
+            "wake",
+            "work",
         ),
-    ),
-    "fail": ScriptSpec(
-        "fail",
-        keys=_OUTCOME_KEYS,
-        argv=(
-            "job_prefix",
-            "now_us",
-            "group",
-            "job_enc",
-            "attempt",
-            "token",
-            "error",
-            "retry_after_ms",
-            "detail",
-            "scope_prefix",
-            "report_id",
-        ),
-    ),
-    "reclaim": ScriptSpec(
-        "reclaim",
-        keys=_OUTCOME_KEYS,
-        argv=("job_prefix", "now_us", "max_steps", "scope_prefix"),
+        argv=(*_QUEUE_ARGV, "count", "outcomes"),
+        variadic=True,
     ),
     "replay": ScriptSpec(
         "replay",
-        keys=("policy", "scopes", "state", "delayed", "dead", "replayed", "wake"),
+        keys=("policy", "scopes", "state", "delayed", "dead", "replayed", "wake", "work"),
         argv=("job_prefix", "scope_prefix", "now_us", "count", "entries"),
         variadic=True,
     ),
@@ -148,14 +140,26 @@ SPECS: dict[str, ScriptSpec] = {
 
 @cache
 def source(name: str) -> str:
-    """The full text of script ``name`` with its includes expanded."""
+    """The full text of script ``name`` with its includes expanded.
+
+    ``--- @include "x"`` is replaced by ``lua/include/x.lua``, whose own includes are
+    expanded first; each file is included once per script (the first time it is reached),
+    so helpers are defined before they are used and never twice.
+    """
     root = lua_dir()
-    text = (root / f"{name}.lua").read_text(encoding="utf-8")
+    done: set[str] = set()
 
-    def expand(match: re.Match[str]) -> str:
-        return (root / "include" / f"{match.group(1)}.lua").read_text(encoding="utf-8")
+    def expand(text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            inc = match.group(1)
+            if inc in done:
+                return ""
+            done.add(inc)
+            return expand((root / "include" / f"{inc}.lua").read_text(encoding="utf-8"))
 
-    return _INCLUDE.sub(expand, text)
+        return _INCLUDE.sub(one, text)
+
+    return expand((root / f"{name}.lua").read_text(encoding="utf-8"))
 
 
 def header(name: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:

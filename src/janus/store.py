@@ -1,41 +1,43 @@
-"""The one module that talks to Redis: script registration, script calls, streams, config.
+"""The one module that talks to Redis: script registration, script calls, plain reads.
 
-Everything else in Janus is either pure (policy, keys, decisions, scripts) or a front-end
-that drives this module (client, coordinator, CLI, demo).
+Everything else in Janus is either pure (policy, keys, calls, decisions, scripts) or a
+front-end that drives this module (client, worker, coordinator, CLI, demo). Calls are built
+and their replies parsed in :mod:`janus.calls`; :meth:`Store.run` only sends them.
 
-Admission design (the scripts hold the detail; this is the map):
+The life of a job (the scripts hold the detail; this is the map):
 
 * Limits live in Redis (``apply_policy.lua``), never in the caller's arguments.
-* ``submit.lua`` reserves the job's **scope** bucket at submit time: that reservation is the
-  job's place in the dependency's delay queue (a sorted set scored by eligible time). If the
-  scope allows it now, nothing due is queued ahead, and the **dependency** bucket and
-  ``max_in_flight`` allow it now, the job is released straight away (XADD). Otherwise it is
-  scheduled, and ``not_before_ms`` is a lower bound.
-* ``release.lua`` (the coordinator) takes due jobs in queue order and checks the dependency
-  bucket, in-flight limit and the scope's release-time bucket *at release time*. Since the
-  dependency's capacity is only ever taken at release, a flood from one scope cannot book the
-  dependency's future ahead of a scope that arrives later (weighted fair sharing plugs in at
-  this point), and a paused coordinator cannot dump its backlog (the buckets re-space it).
-* Released cost in any window W is then at most ``rate * W + burst`` per dependency and per
-  scope, whoever calls the scripts and however many of them run at once.
+* ``submit.lua`` reserves the job's **scope** bucket: that fixes when its scope allows it.
+  The job waits in Janus: in its scope's ready line when its scope allows it now, else in
+  the delay queue until it does. Nothing is released at submit.
+* ``fetch.lua`` (a worker with free slots asks for work) is the release: it takes jobs from
+  the fair queue (start-time fair queueing between scopes) under the **dependency** bucket,
+  ``max_in_flight``, the circuit, the scope's release-time bucket and quota and the retry
+  budget, adds each to the worker's group stream, delivers it to that worker (XREADGROUP, in
+  the same script) and starts its lease. So started cost in any window W is at most
+  ``rate * W + burst`` per dependency and per scope, whatever the workers do, and work
+  waiting for a worker never uses an attempt.
+* ``report.lua`` ends attempts (completed, failed -> retry or dead letter, returned
+  unstarted); ``heartbeat.lua`` extends leases.
+* ``step.lua`` (the coordinator) and every fetch do the due work: reclaim expired leases,
+  move jobs that came due, bring back throttled scopes and parked retries. The coordinator is
+  the timer: it sleeps until the next event and wakes one idle worker when work may go.
 
-Calls: scripts are loaded once and called by SHA (redis-py's ``Script`` reloads on NOSCRIPT,
-e.g. after ``SCRIPT FLUSH``; a NOSCRIPT that races that reload is retried a few more times).
-Connection errors and timeouts are retried a bounded number of times by redis-py, so every
-state-changing script must give a re-sent call the answer the first one got: job ids are fixed
-before a submit (an existing id is a no-op), ``start`` hands a job running on the same
-consumer back to it, and ``complete`` / ``fail`` carry a report id, so a re-send is answered
-from the report it repeats while a second, different report is refused. Scripts are never
-sent inside a cluster pipeline.
+Re-sent calls: connection errors and timeouts are retried a bounded number of times by
+redis-py, so every state-changing script gives a re-sent call the answer the first one got:
+job ids are fixed before a submit (an existing id is a no-op), a fetch carries a fetch id
+(a re-send gets the same jobs), reports carry report ids. Scripts are loaded once and called
+by SHA (NOSCRIPT, e.g. after ``SCRIPT FLUSH``, reloads them); they are never sent inside a
+cluster pipeline. Every script starts with ``#!lua``: Redis then refuses a script that may
+write before it runs when memory is full, so under OOM a call changes nothing at all.
 """
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -43,48 +45,27 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from janus import scripts
+from janus import calls, scripts
+from janus.calls import Call
 from janus.decisions import ScopeStatus
 from janus.errors import (
     InvalidCost,
     InvalidInput,
     PayloadTooLarge,
+    RedisOutOfMemory,
+    RedisReadOnly,
     RedisUnavailable,
 )
 from janus.keys import Keys, encode_part, registry
 from janus.policy import SCOPE_FIELDS, CompiledPolicy
 
 AnyRedis = redis.Redis | RedisCluster
-Arg = bytes | str | int
+R = TypeVar("R")
 
 #: Bounded retries for connection errors and timeouts (all our calls are idempotent).
 RETRIES = 3
 #: Extra attempts when a script vanished between redis-py's reload and its call.
 NOSCRIPT_RETRIES = 3
-
-
-class _Plan(NamedTuple):
-    keys: list[str]
-    fill: dict[str, str]
-
-
-#: ARGV that are key prefixes (they carry the hash tag): filled in from Keys by name.
-_PREFIX_ARGV = ("job_prefix", "scope_prefix", "ready_prefix", "quota_prefix")
-
-
-@dataclass(frozen=True)
-class JobArgs:
-    """One job as submit.lua takes it."""
-
-    job_id: str
-    job_enc: str
-    scope: str
-    scope_enc: str
-    cost: int
-    payload: bytes
-
-    def flat(self) -> tuple[str, str, str, str, int, bytes]:
-        return (self.job_enc, self.job_id, self.scope_enc, self.scope, self.cost, self.payload)
 
 
 @dataclass(frozen=True)
@@ -94,8 +75,9 @@ class DependencyStatus:
     scheduled: int
     """Jobs waiting: in the delay queue or a scope's ready line (new, retries, held back)."""
     in_flight: int
-    """Released jobs whose lease is live and whose outcome is not reported."""
+    """Started attempts whose lease is live and whose outcome is not reported."""
     stream_length: int
+    """Entries on the dependency's group streams: attempts running (or not yet reclaimed)."""
     queued_cost: int
     next_due_us: int | None
     circuit: str
@@ -108,6 +90,8 @@ class DependencyStatus:
     dead_letters: int
     active_scopes: int = 0
     """Scopes with ready work in the fair queue."""
+    parked: int = 0
+    """Retries waiting for a retry-budget token."""
 
 
 def _retry() -> Retry:
@@ -140,15 +124,23 @@ def translate(exc: Exception, what: str) -> Exception:
         if "cost" in text:
             return InvalidCost(f"{what}: {prefix}{text}")
         return InvalidInput(f"{what}: {prefix}{text}")
-    if isinstance(exc, _UNAVAILABLE) or (
-        isinstance(exc, redis.exceptions.ResponseError)
-        and str(exc).split(" ", 1)[0] in _TRANSIENT_REPLIES
-    ):
-        return RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was admitted")
+    first = str(exc).split(" ", 1)[0] if isinstance(exc, redis.exceptions.ResponseError) else ""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or first == "OOM":
+        return RedisOutOfMemory(
+            f"{what}: Redis is out of memory (maxmemory reached, noeviction) and refused the "
+            "call before it ran; nothing was changed. Free memory or raise maxmemory"
+        )
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or first == "READONLY":
+        return RedisReadOnly(
+            f"{what}: the server is a read-only replica (a failover?) and refused the call; "
+            "nothing was changed"
+        )
+    if isinstance(exc, _UNAVAILABLE) or first in _TRANSIENT_REPLIES:
+        return RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was changed")
     if isinstance(exc, redis.exceptions.NoScriptError):
         return RedisUnavailable(
             f"{what}: Janus's scripts keep disappearing from Redis (SCRIPT FLUSH, failover?) "
-            "even after reloading them; nothing was admitted"
+            "even after reloading them; nothing was changed"
         )
     return exc
 
@@ -189,7 +181,7 @@ class Store:
         self.client = client
         self.prefix = prefix
         registry(prefix)  # validates the prefix
-        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._keys: dict[str, Keys] = {}
         self._scripts: dict[str, Script] = {
             name: client.register_script(scripts.source(name)) for name in scripts.SPECS
         }
@@ -203,204 +195,80 @@ class Store:
         return isinstance(self.client, RedisCluster)
 
     def keys(self, dependency: str) -> Keys:
-        return Keys(self.prefix, dependency)
+        k = self._keys.get(dependency)
+        if k is None:
+            k = Keys(self.prefix, dependency)
+            if len(self._keys) < 10_000:
+                self._keys[dependency] = k
+        return k
 
     def close(self) -> None:
         self.client.close()
 
     # -- scripts -------------------------------------------------------------------------
 
-    def _plan(self, name: str, dependency: str) -> _Plan:
-        """A script's KEYS for one dependency, and the ARGV that are key prefixes, taken from
-        :class:`~janus.keys.Keys` by the names in the script's header; built once, cached."""
-        plan = self._plans.get((name, dependency))
-        if plan is None:
-            k = self.keys(dependency)
-            spec = scripts.SPECS[name]
-            keys = spec.keys_of({n: getattr(k, n) for n in spec.keys})
-            fill = {n: getattr(k, n) for n in spec.argv if n in _PREFIX_ARGV}
-            plan = _Plan(keys, fill)
-            self._plans[(name, dependency)] = plan
-        return plan
-
-    def _run(
-        self, name: str, dependency: str, argv: dict[str, Arg], rest: Sequence[Arg] = ()
-    ) -> Any:
-        plan = self._plan(name, dependency)
-        args = scripts.SPECS[name].argv_of({**plan.fill, **argv}, rest)
-        return self._call(name, plan.keys, args)
-
-    def _call(self, name: str, keys: list[str], args: Sequence[Arg]) -> Any:
-        """EVALSHA through redis-py's Script (which reloads once on NOSCRIPT). A SCRIPT FLUSH
-        landing between that reload and the retried call raises NOSCRIPT again: that one
-        error is safe to retry (nothing ran), so it is, a few times."""
-        for _ in range(NOSCRIPT_RETRIES):
-            try:
-                return self._scripts[name](keys=keys, args=args, client=self.client)
-            except redis.exceptions.NoScriptError:
-                continue
-        return self._scripts[name](keys=keys, args=args, client=self.client)
-
-    def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
-        """Install one dependency's policy; returns (version, changed)."""
-        rest: list[Arg] = []
-        pairs: list[tuple[str, Arg]] = [*compiled.fields.items(), *compiled.texts.items()]
-        for name, value in sorted(pairs):
-            rest += [name, value]
-        rest.append(len(compiled.scopes))
-        for enc, packed in sorted(compiled.scopes.items()):
-            rest += [enc, packed]
-        with guard(f"applying the policy of {compiled.dependency!r}"):
-            version, changed = self._run(
-                "apply_policy",
-                compiled.dependency,
-                {"digest": compiled.digest, "field_count": len(pairs)},
-                rest,
-            )
-            # The registry lives in another slot; it is only a directory for coordinators
-            # and `janus status`, so it is written after the policy itself.
-            self.client.sadd(registry(self.prefix), compiled.dependency)
-        return int(version), bool(changed)
-
-    def submit(self, dependency: str, jobs: Sequence[JobArgs], now_us: int | None) -> Any:
-        """One submit.lua call for a batch of jobs (the hot path: no per-call key building)."""
-        plan = self._plan("submit", dependency)
-        f = plan.fill  # submit.lua's ARGV order: the four prefixes, now_us, count, jobs...
-        args: list[Arg] = [f["job_prefix"], f["scope_prefix"], f["ready_prefix"]]
-        args += [f["quota_prefix"], _now(now_us), len(jobs)]
-        for job in jobs:
-            args.extend(job.flat())
+    def run(self, call: Call[R]) -> R:
+        """Send one script call and parse its reply; redis-py's errors become Janus's."""
         try:
-            return self._call("submit", plan.keys, args)
+            reply = self._eval(call)
         except _REDIS_ERRORS as exc:
-            mapped = translate(exc, f"submitting to {dependency!r}")
+            mapped = translate(exc, call.what)
             if mapped is exc:
                 raise
             raise mapped from (exc if isinstance(mapped, RedisUnavailable) else None)
+        return call.parse(reply)
 
-    def release(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
-        with guard(f"releasing due work of {dependency!r}"):
-            return self._run(
-                "release", dependency, {"now_us": _now(now_us), "max_steps": max_steps}
-            )
-
-    # -- workers and leases --------------------------------------------------------------
-
-    def ensure_group(self, dependency: str, group: str) -> None:
-        """Create the consumer group (reading from the start of the stream) if missing."""
-        with guard(f"creating consumer group {group!r} on {dependency!r}"):
+    def _eval(self, call: Call[Any]) -> Any:
+        """EVALSHA through redis-py's Script (which reloads once on NOSCRIPT). A SCRIPT FLUSH
+        landing between that reload and the retried call raises NOSCRIPT again: that one
+        error is safe to retry (nothing ran), so it is, a few times."""
+        script = self._scripts[call.script]
+        for _ in range(NOSCRIPT_RETRIES):
             try:
-                self.client.xgroup_create(
-                    self.keys(dependency).stream, group, id="0", mkstream=True
+                return script(keys=call.keys, args=call.args, client=self.client)
+            except redis.exceptions.NoScriptError:
+                continue
+        return script(keys=call.keys, args=call.args, client=self.client)
+
+    def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
+        """Install one dependency's policy; returns (version, changed)."""
+        version, changed = self.run(calls.apply_policy(self.keys(compiled.dependency), compiled))
+        with guard(f"registering {compiled.dependency!r}"):
+            # The registry lives in another slot; it is only a directory for coordinators
+            # and `janus status`, so it is written after the policy itself.
+            self.client.sadd(registry(self.prefix), compiled.dependency)
+        return version, changed
+
+    # -- plain commands ------------------------------------------------------------------
+
+    def wait_wake(self, dependency: str, timeout_s: float) -> bool:
+        """Block (server side) until a script signals the coordinator, or the timeout."""
+        with guard(f"waiting for work on {dependency!r}"):
+            return self.client.blpop([self.keys(dependency).wake], timeout=timeout_s) is not None
+
+    def wait_work(self, dependency: str, timeout_s: float) -> bool:
+        """Block (server side) until a script signals idle workers, or the timeout."""
+        with guard(f"waiting for work on {dependency!r}"):
+            return self.client.blpop([self.keys(dependency).work], timeout=timeout_s) is not None
+
+    def forget_consumer(self, dependency: str, group: str, consumer: str) -> bool:
+        """Delete ``consumer`` from its group when it holds no entries (a worker that stops
+        cleanly), so the group's consumer list does not grow with every worker process."""
+        key = self.keys(dependency).stream(group)
+        with guard(f"removing consumer {consumer!r} of {dependency!r}"):
+            try:
+                pending = cast(
+                    list[Any],
+                    self.client.xpending_range(key, group, "-", "+", 1, consumername=consumer),
                 )
+                if pending:
+                    return False
+                self.client.xgroup_delconsumer(key, group, consumer)
             except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-    def read(
-        self, dependency: str, group: str, consumer: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """XREADGROUP of new entries: [(entry id, fields)]."""
-        key = self.keys(dependency).stream
-        with guard(f"reading work of {dependency!r}"):
-            reply: Any = self.client.xreadgroup(
-                group, consumer, {key: ">"}, count=count, block=block_ms
-            )
-        if not reply:
-            return []
-        # RESP2: [[stream, [(id, fields), ...]]]; RESP3: {stream: [[(id, fields), ...]]}
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        # An entry deleted after delivery comes back with no fields: nothing to run.
-        return [(eid.decode(), fields) for eid, fields in entries if fields]
-
-    def start(
-        self,
-        dependency: str,
-        group: str,
-        consumer: str,
-        entries: Sequence[tuple[str, str, int]],
-        now_us: int | None,
-    ) -> Any:
-        """start.lua for entries given as (job_enc, token, attempt)."""
-        rest: list[Arg] = []
-        for job_enc, token, attempt in entries:
-            rest += [job_enc, token, attempt]
-        argv: dict[str, Arg] = {
-            "now_us": _now(now_us),
-            "group": group,
-            "consumer": consumer,
-            "count": len(entries),
-        }
-        with guard(f"starting work of {dependency!r}"):
-            return self._run("start", dependency, argv, rest)
-
-    def heartbeat(
-        self, dependency: str, job_enc: str, attempt: int, token: str, now_us: int | None
-    ) -> Any:
-        argv: dict[str, Arg] = {
-            "now_us": _now(now_us),
-            "job_enc": job_enc,
-            "attempt": attempt,
-            "token": token,
-        }
-        with guard(f"extending a lease on {dependency!r}"):
-            return self._run("heartbeat", dependency, argv)
-
-    def complete(
-        self,
-        dependency: str,
-        group: str,
-        job_enc: str,
-        attempt: int,
-        token: str,
-        now_us: int | None,
-        actual_cost: int | None = None,
-        report_id: str | None = None,
-    ) -> Any:
-        argv: dict[str, Arg] = {
-            "report_id": report_id or uuid.uuid4().hex,
-            "now_us": _now(now_us),
-            "group": group,
-            "job_enc": job_enc,
-            "attempt": attempt,
-            "token": token,
-            "actual_cost": -1 if actual_cost is None else actual_cost,
-        }
-        with guard(f"completing a job of {dependency!r}"):
-            return self._run("complete", dependency, argv)
-
-    def fail(
-        self,
-        dependency: str,
-        group: str,
-        job_enc: str,
-        attempt: int,
-        token: str,
-        error: str,
-        retry_after_ms: int,
-        detail: str,
-        now_us: int | None,
-        report_id: str | None = None,
-    ) -> Any:
-        argv: dict[str, Arg] = {
-            "report_id": report_id or uuid.uuid4().hex,
-            "now_us": _now(now_us),
-            "group": group,
-            "job_enc": job_enc,
-            "attempt": attempt,
-            "token": token,
-            "error": error,
-            "retry_after_ms": retry_after_ms,
-            "detail": detail,
-        }
-        with guard(f"reporting a failure on {dependency!r}"):
-            return self._run("fail", dependency, argv)
-
-    def reclaim(self, dependency: str, now_us: int | None, max_steps: int) -> Any:
-        with guard(f"reclaiming expired leases of {dependency!r}"):
-            return self._run(
-                "reclaim", dependency, {"now_us": _now(now_us), "max_steps": max_steps}
-            )
+                if "NOGROUP" in str(exc):
+                    return False
+                raise
+        return True
 
     def job(self, dependency: str, job_id: str) -> dict[bytes, bytes]:
         """The raw job record (empty when unknown or expired)."""
@@ -427,19 +295,6 @@ class Store:
                 start = "(" + rows[-1][0].decode()
         return out if count is None else out[:count]
 
-    def replay(
-        self, dependency: str, entries: Sequence[tuple[str, str, str]], now_us: int | None
-    ) -> list[str]:
-        """replay.lua for (dead-letter entry id, job_enc, scope_enc) triples."""
-        rest: list[Arg] = []
-        for triple in entries:
-            rest.extend(triple)
-        with guard(f"replaying dead letters of {dependency!r}"):
-            reply = self._run(
-                "replay", dependency, {"now_us": _now(now_us), "count": len(entries)}, rest
-            )
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
-
     def purge(self, dependency: str, entry_ids: Sequence[str]) -> int:
         """Delete dead letters (and their replay marks); returns how many were deleted."""
         if not entry_ids:
@@ -452,13 +307,6 @@ class Store:
                 deleted += int(self.client.xdel(k.dead, *chunk))
                 self.client.hdel(k.replayed, *chunk)
         return deleted
-
-    # -- plain commands ------------------------------------------------------------------
-
-    def wait_wake(self, dependency: str, timeout_s: float) -> bool:
-        """Block (server side) until submit.lua signals new earlier work, or the timeout."""
-        with guard(f"waiting for work on {dependency!r}"):
-            return self.client.blpop([self.keys(dependency).wake], timeout=timeout_s) is not None
 
     def dependencies(self) -> list[str]:
         with guard("listing dependencies"):
@@ -478,15 +326,42 @@ class Store:
             raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).policy))
         return {key.decode(): value.decode() for key, value in raw.items()}
 
+    def groups(self, dependency: str) -> list[str]:
+        """The consumer groups that ever fetched work of ``dependency``."""
+        with guard(f"reading the groups of {dependency!r}"):
+            members = cast(set[bytes], self.client.smembers(self.keys(dependency).groups))
+        return sorted(m.decode() for m in members)
+
+    def stream_counts(self, dependency: str) -> dict[str, tuple[int, int]]:
+        """group -> (entries on its stream, entries pending in its consumer group)."""
+        k = self.keys(dependency)
+        groups = self.groups(dependency)
+        if not groups:
+            return {}
+        with guard(f"reading the streams of {dependency!r}"):
+            pipe = self.client.pipeline(transaction=False)
+            for g in groups:
+                pipe.xlen(k.stream(g))
+                pipe.xpending(k.stream(g), g)
+            replies = pipe.execute(raise_on_error=False)
+        out: dict[str, tuple[int, int]] = {}
+        for i, g in enumerate(groups):
+            length, pending = replies[2 * i], replies[2 * i + 1]
+            n = int(length) if isinstance(length, int) else 0
+            p = int(pending["pending"]) if isinstance(pending, dict) else 0
+            out[g] = (n, p)
+        return out
+
     def status(self, dependency: str, now_ms: int) -> DependencyStatus:
         k = self.keys(dependency)
+        streams = self.stream_counts(dependency)
         with guard(f"reading the status of {dependency!r}"):
             # Plain reads of one slot: one round trip, also on a cluster.
             pipe = self.client.pipeline(transaction=False)
             pipe.hget(k.policy, "version")
             pipe.zcard(k.active)
             pipe.zcount(k.inflight, f"({now_ms}", "+inf")
-            pipe.xlen(k.stream)
+            pipe.zcard(k.parked)
             pipe.hmget(
                 k.state,
                 "queued_cost",
@@ -499,7 +374,7 @@ class Store:
             )
             pipe.zrange(k.delayed, 0, 0, withscores=True)
             pipe.xlen(k.dead)
-            version, active_scopes, in_flight, length, st, head, dead = pipe.execute()
+            version, active_scopes, in_flight, parked, st, head, dead = pipe.execute()
 
         def num(raw: bytes | None) -> int | None:
             return None if raw is None else int(raw)
@@ -513,7 +388,7 @@ class Store:
             policy_version=num(version),
             scheduled=num(st[5]) or 0,
             in_flight=int(in_flight),
-            stream_length=int(length),
+            stream_length=sum(n for n, _ in streams.values()),
             queued_cost=num(st[0]) or 0,
             next_due_us=int(head[0][1]) if head else None,
             circuit=circuit,
@@ -524,6 +399,7 @@ class Store:
             retry_budget=None if budget is None else budget / 1000,
             dead_letters=int(dead),
             active_scopes=int(active_scopes),
+            parked=int(parked),
         )
 
     def scope_status(self, dependency: str, scope: str, now_ms: int) -> ScopeStatus:
@@ -607,28 +483,3 @@ class Store:
                         values[k_s] = value.decode() if isinstance(value, bytes) else str(value)
                 out[name] = values
         return out
-
-    def releases(self, dependency: str, *, chunk: int = 5000) -> list[tuple[int, str, int, str]]:
-        """Every entry still on the dependency's stream as ``(ms, scope, cost, job_id)``."""
-        key = self.keys(dependency).stream
-        out: list[tuple[int, str, int, str]] = []
-        start = "-"
-        with guard(f"reading the stream of {dependency!r}"):
-            while True:
-                batch = cast(
-                    list[tuple[bytes, dict[bytes, bytes]]],
-                    self.client.xrange(key, min=start, max="+", count=chunk),
-                )
-                out.extend(_parse_entry(i, f) for i, f in batch)
-                if len(batch) < chunk:
-                    return out
-                start = "(" + batch[-1][0].decode()
-
-
-def _now(now_us: int | None) -> Arg:
-    return "" if now_us is None else now_us
-
-
-def _parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[int, str, int, str]:
-    ms = int(entry_id.split(b"-", 1)[0])
-    return ms, fields[b"scope"].decode(), int(fields[b"cost"]), fields[b"id"].decode()

@@ -1,30 +1,44 @@
 """Workers: run each released job once and report. They never retry and never sleep-and-retry;
 Janus alone decides whether and when a job runs again.
 
-Leases (shaped like redis-py's ``Lock``: acquired at release, extended by heartbeats, ended by
-a report, with a clear "not owned" error)::
+Released means a worker has it. A job leaves Janus's queues only when a worker with a free
+slot asks for work (:meth:`Worker.fetch`): the same atomic step releases it under every limit,
+puts it on the worker's group stream, delivers it to this consumer and starts its lease. Work
+that waits for a worker waits in Janus (where limits and fairness apply), never as a released
+job with a running lease and nobody to run it, so a worker deploy gap costs no attempts.
 
-    release ──────── fetch ─────── heartbeat ─────── heartbeat ──── complete / fail
-       │  lease starts  │  running      │ deadline = now + lease       │ accepted: the lease
-       │  deadline =    │  on this      │ (only while live and         │ was live and current
-       │  now + lease   │  consumer     │  current)                    │
-       ▼                ▼               ▼                              ▼
-    ───┼────────────────┼───────────────┼──────────────── deadline ────┼──────────────▶ time
-                                                             │
-                             no heartbeat in time: ──────────┘ the coordinator reclaims the
-                             attempt (failed, error="lease_expired") and the retry decision
-                             runs; any later report from this attempt raises LeaseLost.
+Leases (shaped like redis-py's ``Lock``: acquired by fetch, extended by heartbeats, ended by a
+report, with a clear "not owned" error)::
 
-A report is *fenced* by (attempt, token): ``token`` is the stream entry id of the release that
-started the attempt. Acknowledging the stream entry happens inside the same script, never as
-a bare ``XACK`` (which checks no owner). So a job is completed at most once, whatever a paused
-or partitioned worker says later.
+    fetch ───────────── heartbeat ─────── heartbeat ──────── complete / fail / return
+      │ released to this   │ deadline = now + lease            │ accepted: the lease was
+      │ worker; lease      │ (only while live and current)     │ live and current
+      │ starts: deadline   │                                   │
+      ▼ = now + lease      ▼                                   ▼
+    ──┼────────────────────┼────────────────────────── deadline ─┼──────────────────▶ time
+                                                         │
+                  no heartbeat in time: ─────────────────┘ whoever steps the dependency next
+                  (a coordinator, any worker's fetch) reclaims the attempt (failed,
+                  "lease_expired") and the retry decision runs; any later report from this
+                  attempt raises LeaseLost.
+
+A report is *fenced* by (attempt, token): ``token`` is the stream entry id the attempt was
+handed over with. Acknowledging the stream entry happens inside the same script, never as a
+bare ``XACK`` (which checks no owner), so a job is completed at most once, whatever a paused
+or partitioned worker says later. A fetch carries a fetch id chosen here and kept until the
+fetch is answered: when redis-py re-sends a fetch whose reply was lost (a timeout, a stall),
+the re-send returns the same jobs, so no job is ever held by a worker that does not know it.
+
+:meth:`Worker.run` fetches as many jobs as it has free slots (never more than it can start at
+once), runs them in threads, extends every lease in one heartbeat call, and reports finished
+jobs in batches (one script call for all outcomes ready at that moment).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -32,13 +46,16 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
-from janus.decisions import FailOutcome, LeasedJob, parse_start
+from janus import calls
+from janus.calls import Outcome
+from janus.decisions import FailOutcome, FetchResult, LeasedJob, ReportResult
 from janus.errors import InvalidInput, JanusError, LeaseLost, RedisUnavailable
-from janus.keys import check_dependency, encode_part
+from janus.keys import check_dependency
 from janus.store import Store
 
 log = logging.getLogger("janus.worker")
@@ -46,6 +63,14 @@ log = logging.getLogger("janus.worker")
 Handler = Callable[[LeasedJob], object]
 Clock = Callable[[], int]
 MAX_ERROR_KIND = 200
+#: Bound on the due work (reclaims, jobs coming due) one fetch does for the dependency.
+FETCH_MAX_STEPS = 200
+#: Longest single server-side wait for work (kept below the socket timeout).
+MAX_BLOCK_S = 2.0
+#: Most outcomes in one report call.
+REPORT_BATCH = 200
+#: A fetched job whose lease has less than this share left is given back, not started.
+MIN_LEASE_SHARE = 0.1
 
 
 class Retry(Exception):
@@ -78,17 +103,28 @@ def load_handler(path: str) -> Handler:
     return handler  # type: ignore[no-any-return]
 
 
+def is_async_handler(handler: object) -> bool:
+    """``async def`` functions, and callables whose ``__call__`` (or wrapped function) is."""
+    target = handler
+    while hasattr(target, "func"):  # functools.partial
+        target = target.func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - a class with async __call__
+    )
+
+
 @dataclasses.dataclass
 class WorkerStats:
     fetched: int = 0
     completed: int = 0
     failed: int = 0
+    returned: int = 0
     lease_lost: int = 0
-    skipped: int = 0
 
 
 class Worker:
-    """One consumer of a dependency's stream, in the dependency's consumer group."""
+    """One consumer of a dependency, in a consumer group (a pool of workers of one
+    deployment; many consumers per group). Thread-safe."""
 
     def __init__(
         self,
@@ -109,9 +145,11 @@ class Worker:
         self.consumer = consumer or default_consumer()
         self.clock = clock
         self.stats = WorkerStats()
+        self._keys = store.keys(dependency)
         self._stop = threading.Event()
-        self._beats_done = threading.Event()
-        store.ensure_group(dependency, group)
+        self._fetch_lock = threading.Lock()
+        self._pending_fetch: str | None = None
+        self._warned_unknown = False
 
     def _now(self) -> int | None:
         return None if self.clock is None else self.clock()
@@ -125,64 +163,108 @@ class Worker:
                 f"not to this worker's {self.dependency!r}"
             )
 
-    # -- one job at a time ---------------------------------------------------------------
+    # -- taking work ---------------------------------------------------------------------
 
     def fetch(self, count: int = 10, block_ms: int | None = 1000) -> list[LeasedJob]:
-        """Read up to ``count`` released jobs (waiting up to ``block_ms``; None = don't wait)
-        and take them. Stale entries (superseded, expired) are skipped and cleaned up."""
-        if count < 1:
-            raise InvalidInput("count must be >= 1")
-        entries = self.store.read(self.dependency, self.group, self.consumer, count, block_ms)
-        if not entries:
-            return []
-        args: list[tuple[str, str, int]] = []
-        ids: list[tuple[str, str]] = []
-        for entry_id, fields in entries:
-            job_id = fields[b"id"].decode()
-            args.append((encode_part(job_id), entry_id, int(fields[b"attempt"])))
-            ids.append((entry_id, job_id))
-        reply = self.store.start(self.dependency, self.group, self.consumer, args, self._now())
-        jobs: list[LeasedJob] = []
-        for item in parse_start(self.dependency, ids, reply):
-            if isinstance(item, LeasedJob):
-                jobs.append(item)
-            else:
-                self.stats.skipped += 1
-        self.stats.fetched += len(jobs)
-        return jobs
+        """Take up to ``count`` jobs: they are released to this worker now and their leases
+        start. With ``block_ms``, wait up to that long for work (None or 0: don't wait).
+        Take only what you will start at once: a taken job's lease is running."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidInput(f"count must be an integer >= 1, got {count!r}")
+        result = self.fetch_result(count)
+        if result.jobs or not block_ms:
+            return result.jobs
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            self.wait_for_work(result, left)
+            result = self.fetch_result(count)
+            if result.jobs:
+                return result.jobs
+
+    def fetch_result(self, count: int) -> FetchResult:
+        """One fetch call, with what it says about the dependency (see :class:`FetchResult`).
+        A fetch whose answer was lost (RedisUnavailable) is re-sent with the same fetch id by
+        the next call, which then returns the jobs that fetch took."""
+        with self._fetch_lock:
+            fetch_id = self._pending_fetch or uuid.uuid4().hex
+            self._pending_fetch = fetch_id
+            result = self.store.run(
+                calls.fetch(
+                    self._keys,
+                    group=self.group,
+                    consumer=self.consumer,
+                    count=count,
+                    fetch_id=fetch_id,
+                    max_steps=FETCH_MAX_STEPS,
+                    now_us=self._now(),
+                )
+            )
+            self._pending_fetch = None
+        if result.group_created:
+            log.info(
+                "consumer group %r of %r was missing (new group, or Redis restarted empty): "
+                "created",
+                self.group,
+                self.dependency,
+            )
+        if not result.known and not self._warned_unknown:
+            self._warned_unknown = True
+            log.warning("dependency %r has no applied policy: nothing to fetch", self.dependency)
+        elif result.known:
+            self._warned_unknown = False
+        self.stats.fetched += len(result.jobs)
+        return result
+
+    def wait_for_work(self, last: FetchResult, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until work may be there: an idle-worker signal (a
+        submit, a coordinator, another worker's fetch pushes one), or, when no coordinator
+        keeps time for this dependency, the next event the last fetch reported."""
+        limit = min(timeout_s, MAX_BLOCK_S)
+        if (not last.timer or not last.known) and last.next_us is not None:
+            until = (last.next_us / 1000 - last.now_ms) / 1000
+            limit = min(limit, max(until, 0.0) + 0.001)
+        if limit < 0.1:  # Redis times blocking commands out on a 100 ms tick
+            self._stop.wait(limit)
+            return
+        self.store.wait_work(self.dependency, limit)
+
+    # -- leases --------------------------------------------------------------------------
 
     def heartbeat(self, job: LeasedJob) -> LeasedJob:
         """Extend the lease to now + lease; returns the job with its new deadline.
         Raises LeaseLost if the lease already expired or the attempt is not current."""
-        self._check(job)
-        ok, reason, deadline = self.store.heartbeat(
-            self.dependency, encode_part(job.id), job.attempt, job.token, self._now()
-        )
-        if ok != 1:
-            raise _lost("extend the lease of", job, reason)
-        return dataclasses.replace(job, lease_deadline_ms=int(deadline))
+        (renewed,) = self.heartbeat_many([job])
+        if isinstance(renewed, LeaseLost):
+            raise renewed
+        return renewed
+
+    def heartbeat_many(self, jobs: Sequence[LeasedJob]) -> list[LeasedJob | LeaseLost]:
+        """Extend many leases in one call: each job with its new deadline, or the LeaseLost
+        that says why its lease cannot be extended."""
+        for job in jobs:
+            self._check(job)
+        if not jobs:
+            return []
+        results = self.store.run(calls.heartbeat(self._keys, jobs, self._now()))
+        return [
+            dataclasses.replace(job, lease_deadline_ms=r.lease_deadline_ms)
+            if r.ok
+            else _lost("extend the lease of", job, r.reason)
+            for job, r in zip(jobs, results, strict=True)
+        ]
+
+    # -- reports -------------------------------------------------------------------------
 
     def complete(self, job: LeasedJob, actual_cost: int | None = None) -> None:
         """Report success. ``actual_cost`` settles the scope's quota (default: the declared
         cost). Raises LeaseLost (and changes nothing) unless this attempt's lease is live and
         current: a job is completed at most once."""
-        self._check(job)
-        if actual_cost is not None and (
-            isinstance(actual_cost, bool) or not isinstance(actual_cost, int) or actual_cost < 0
-        ):
-            raise InvalidInput(f"actual_cost must be an integer >= 0, got {actual_cost!r}")
-        ok, reason = self.store.complete(
-            self.dependency,
-            self.group,
-            encode_part(job.id),
-            job.attempt,
-            job.token,
-            self._now(),
-            actual_cost,
-        )
-        if ok != 1:
-            raise _lost("complete", job, reason)
-        self.stats.completed += 1
+        result = self._report_one(self.completed(job, actual_cost))
+        if not result.ok:
+            raise _lost("complete", job, result.reason)
 
     def fail(
         self,
@@ -193,6 +275,34 @@ class Worker:
     ) -> FailOutcome:
         """Report a failure of kind ``error`` (e.g. ``"http_503"``, ``"timeout"``). Janus
         decides: retry at some time, or dead-letter. Raises LeaseLost like :meth:`complete`."""
+        result = self._report_one(self.failed(job, error, retry_after_ms, detail))
+        if not result.ok:
+            raise _lost("fail", job, result.reason)
+        if result.decision == "retry":
+            return FailOutcome("retry", result.retry_at_ms)
+        return FailOutcome("dead", None)
+
+    def return_unstarted(self, job: LeasedJob) -> None:
+        """Give back a job this worker took but never started (shutting down, or too little
+        lease left to start it): the attempt does not count, and the job goes back to the
+        head of its scope's line. Raises LeaseLost like :meth:`complete`."""
+        result = self._report_one(self.returned(job))
+        if not result.ok:
+            raise _lost("return", job, result.reason)
+
+    def completed(self, job: LeasedJob, actual_cost: int | None = None) -> Outcome:
+        """The outcome "completed" of ``job``, for :meth:`report`."""
+        self._check(job)
+        if actual_cost is not None and (
+            isinstance(actual_cost, bool) or not isinstance(actual_cost, int) or actual_cost < 0
+        ):
+            raise InvalidInput(f"actual_cost must be an integer >= 0, got {actual_cost!r}")
+        return Outcome(job, "completed", uuid.uuid4().hex, actual_cost=actual_cost)
+
+    def failed(
+        self, job: LeasedJob, error: str, retry_after_ms: int | None = None, detail: str = ""
+    ) -> Outcome:
+        """The outcome "failed with ``error``" of ``job``, for :meth:`report`."""
         self._check(job)
         if not isinstance(error, str) or not error or len(error) > MAX_ERROR_KIND:
             raise InvalidInput(
@@ -204,22 +314,58 @@ class Worker:
             or retry_after_ms < 0
         ):
             raise InvalidInput(f"retry_after_ms must be an integer >= 0, got {retry_after_ms!r}")
-        ok, reason, decision, at = self.store.fail(
-            self.dependency,
-            self.group,
-            encode_part(job.id),
-            job.attempt,
-            job.token,
-            error,
-            retry_after_ms or 0,
-            detail,
-            self._now(),
+        if not isinstance(detail, str):
+            raise InvalidInput(f"detail must be a string, got {type(detail).__name__}")
+        return Outcome(
+            job,
+            "failed",
+            uuid.uuid4().hex,
+            error=error,
+            retry_after_ms=retry_after_ms or 0,
+            detail=detail,
         )
-        if ok != 1:
-            raise _lost("fail", job, reason)
-        self.stats.failed += 1
-        kind = decision.decode() if isinstance(decision, bytes) else str(decision)
-        return FailOutcome(kind, int(at) if kind == "retry" else None)  # type: ignore[arg-type]
+
+    def returned(self, job: LeasedJob) -> Outcome:
+        """The outcome "given back unstarted" of ``job``, for :meth:`report`."""
+        self._check(job)
+        return Outcome(job, "returned", uuid.uuid4().hex)
+
+    def report(self, outcomes: Sequence[Outcome]) -> list[ReportResult]:
+        """Report many outcomes in one call (build them with :meth:`completed`,
+        :meth:`failed`, :meth:`returned`). Each is fenced and applied on its own: a refused
+        one (``ok=False`` and its reason) changed nothing and does not stop the others. An
+        outcome keeps its report id, so sending the same outcomes again is safe."""
+        for o in outcomes:
+            if not isinstance(o, Outcome):
+                raise InvalidInput(f"expected an Outcome, got {type(o).__name__}")
+            self._check(o.job)
+        out: list[ReportResult] = []
+        for i in range(0, len(outcomes), REPORT_BATCH):
+            chunk = outcomes[i : i + REPORT_BATCH]
+            results = self.store.run(calls.report(self._keys, chunk, self._now()))
+            for o, r in zip(chunk, results, strict=True):
+                self._count(o, r)
+            out.extend(results)
+        return out
+
+    def _report_one(self, outcome: Outcome) -> ReportResult:
+        results = self.store.run(calls.report(self._keys, [outcome], self._now()))
+        self._count(outcome, results[0])
+        return results[0]
+
+    def _count(self, outcome: Outcome, result: ReportResult) -> None:
+        if not result.ok:
+            self.stats.lease_lost += 1
+        elif outcome.kind == "completed":
+            self.stats.completed += 1
+        elif outcome.kind == "failed":
+            self.stats.failed += 1
+        else:
+            self.stats.returned += 1
+
+    def forget(self) -> None:
+        """Remove this consumer from its group if it holds nothing (graceful shutdown)."""
+        self.store.forget_consumer(self.dependency, self.group, self.consumer)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -232,156 +378,37 @@ class Worker:
         handler: Handler,
         *,
         concurrency: int = 8,
-        block_ms: int = 1000,
         install_signals: bool = True,
         grace_s: float | None = None,
     ) -> WorkerStats:
-        """Fetch, run ``handler(job)`` in a pool of ``concurrency`` threads, report, repeat.
+        """Fetch, run ``handler(job)`` in a pool of ``concurrency`` threads, report, repeat,
+        until :meth:`stop` (or SIGTERM / SIGINT when ``install_signals``).
 
-        A handler that returns normally completes the job; one that raises :class:`Retry`
-        fails it with that error kind; any other exception fails it with the exception's
-        type name as error kind and the traceback in the history. The worker keeps running.
-        Leases are extended every third of the lease while a handler runs. SIGTERM/SIGINT
-        (when ``install_signals`` and called from the main thread) stop fetching; running
-        jobs get ``grace_s`` (default: one lease) to finish; the rest are reclaimed later.
+        A handler that returns completes the job; ``raise Retry(kind, retry_after_ms=...)``
+        or any exception fails it (the kind is the exception's type name). Jobs are fetched
+        only into free slots and started at once; leases are extended in one call for all
+        of them every lease / 3; outcomes are reported in batches. On stop, running jobs get
+        ``grace_s`` (default: one lease) to finish and report.
         """
-        if concurrency < 1:
-            raise InvalidInput("concurrency must be >= 1")
-        lease_ms = int(self.store.policy_fields(self.dependency).get("lease_ms", "30000"))
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInput(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if not callable(handler):
+            raise InvalidInput(f"handler must be callable, got {type(handler).__name__}")
+        if is_async_handler(handler):
+            raise InvalidInput(
+                "handler is an async def function: Worker.run runs handlers in threads and "
+                "would never await it; run it with an asyncio worker instead"
+            )
+        self._stop.clear()
         restore = self._install_signals() if install_signals else None
-        active: dict[Future[None], LeasedJob] = {}
-        lock = threading.Lock()
-        beat = threading.Thread(
-            target=self._heartbeats,
-            args=(active, lock, lease_ms),
-            daemon=True,
-            name=f"janus-heartbeat-{self.consumer}",
-        )
-        self._beats_done.clear()
-        beat.start()
-        pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"janus-{self.dependency}")
-        backoff = 0.0
+        loop = _RunLoop(self, handler, concurrency)
         try:
-            while not self._stop.is_set():
-                with lock:
-                    running = list(active)
-                if len(running) >= concurrency:
-                    wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                    continue
-                try:
-                    jobs = self.fetch(concurrency - len(running), block_ms)
-                    backoff = 0.0
-                except JanusError as exc:
-                    backoff = min(max(backoff * 2, 0.1), 5.0)
-                    log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
-                    self._stop.wait(backoff)
-                    continue
-                for job in jobs:
-                    # Under the lock: a handler that finishes at once removes its job only
-                    # after it was added, so no finished job is left holding a slot.
-                    with lock:
-                        future = pool.submit(self._execute, handler, job, active, lock)
-                        active[future] = job
+            loop.run()
         finally:
-            with lock:
-                running = list(active)
-            grace = lease_ms / 1000 if grace_s is None else grace_s
-            _done, pending = wait(running, timeout=grace)
-            if pending:
-                log.warning(
-                    "%d job(s) still running at shutdown; their leases will expire "
-                    "and Janus will retry them",
-                    len(pending),
-                )
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._stop.set()
-            self._beats_done.set()  # running jobs are done (or abandoned): no more heartbeats
+            loop.shutdown(grace_s)
             if restore:
                 restore()
         return self.stats
-
-    def _execute(
-        self,
-        handler: Handler,
-        job: LeasedJob,
-        active: dict[Future[None], LeasedJob],
-        lock: threading.Lock,
-    ) -> None:
-        report: Callable[[LeasedJob], object]
-        try:
-            handler(job)
-        except Retry as signalled:
-            error, after, detail = signalled.error, signalled.retry_after_ms, signalled.detail
-            report = lambda j: self.fail(j, error, after, detail)  # noqa: E731
-        except Exception as exc:  # the handler's failure is the job's outcome
-            kind, trace = type(exc).__name__, traceback.format_exc()
-            report = lambda j: self.fail(j, kind, None, trace)  # noqa: E731
-        else:
-            report = self.complete
-        try:
-            self._report(report, job, active, lock)
-        finally:
-            with lock:
-                for future, held in list(active.items()):
-                    if held.id == job.id and held.attempt == job.attempt:
-                        del active[future]
-
-    def _report(
-        self,
-        send: Callable[[LeasedJob], object],
-        job: LeasedJob,
-        active: dict[Future[None], LeasedJob],
-        lock: threading.Lock,
-    ) -> None:
-        """Deliver a report, retrying through Redis outages until the lease would end."""
-        delay = 0.05
-        while True:
-            with lock:  # the heartbeat thread may have moved the deadline and the job
-                current = next(
-                    (j for j in active.values() if j.id == job.id and j.attempt == job.attempt),
-                    job,
-                )
-            try:
-                send(current)
-                return
-            except LeaseLost as exc:
-                self.stats.lease_lost += 1
-                log.warning("%s", exc)
-                return
-            except RedisUnavailable as exc:
-                if self._now_ms() >= current.lease_deadline_ms:
-                    log.warning(
-                        "could not report job %r before its lease ended (%s); Janus will retry it",
-                        job.id,
-                        exc,
-                    )
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    def _now_ms(self) -> int:
-        now = self._now()
-        return int(time.time() * 1000) if now is None else now // 1000
-
-    def _heartbeats(
-        self, active: dict[Future[None], LeasedJob], lock: threading.Lock, lease_ms: int
-    ) -> None:
-        interval = max(lease_ms / 3000, 0.05)
-        while not self._beats_done.wait(interval):
-            with lock:
-                held = list(active.items())
-            for future, job in held:
-                try:
-                    renewed = self.heartbeat(job)
-                except LeaseLost as exc:
-                    log.warning("%s", exc)
-                    continue
-                except Exception as exc:  # heartbeats must go on for the other jobs
-                    log.warning("heartbeat for %s failed: %s", job.id, exc)
-                    continue
-                with lock:
-                    if future in active:
-                        active[future] = renewed
 
     def _install_signals(self) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():
@@ -398,6 +425,189 @@ class Worker:
                 signal.signal(sig, handler)
 
         return restore
+
+
+class _RunLoop:
+    """The threads of :meth:`Worker.run`: this one fetches into free slots; a pool runs
+    handlers; a reporter sends finished outcomes in batches; a heartbeat thread extends every
+    held lease in one call. A slot is free again once its job's outcome is reported."""
+
+    def __init__(self, worker: Worker, handler: Handler, concurrency: int) -> None:
+        self.w = worker
+        self.handler = handler
+        self.concurrency = concurrency
+        self.cond = threading.Condition()
+        self.held: dict[tuple[str, int], LeasedJob] = {}  # (id, attempt) -> latest lease
+        self.outbox: list[Outcome] = []
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"janus-{worker.dependency}")
+        self.lease_s = 30.0
+        self.done = threading.Event()  # no more handlers will run: reporter and beats drain
+        self.reporter = threading.Thread(target=self._reports, daemon=True, name="janus-report")
+        self.beats = threading.Thread(target=self._heartbeats, daemon=True, name="janus-beat")
+
+    def run(self) -> None:
+        self.reporter.start()
+        self.beats.start()
+        stop, backoff = self.w._stop, 0.0
+        while not stop.is_set():
+            with self.cond:
+                while len(self.held) >= self.concurrency and not stop.is_set():
+                    self.cond.wait(0.5)
+                free = self.concurrency - len(self.held)
+            if stop.is_set():
+                break
+            sent = time.monotonic()
+            try:
+                result = self.w.fetch_result(free)
+                backoff = 0.0
+            except JanusError as exc:
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
+                stop.wait(backoff)
+                continue
+            for job in result.jobs:
+                self._start(job, result.now_ms, sent)
+            if not result.jobs:
+                try:
+                    self.w.wait_for_work(result, 1.0)
+                except RedisUnavailable as exc:
+                    log.warning("waiting for work failed: %s", exc)
+                    stop.wait(0.5)
+
+    def _start(self, job: LeasedJob, now_ms: int, sent: float) -> None:
+        lease_ms = job.lease_deadline_ms - now_ms
+        self.lease_s = max(lease_ms / 1000, 0.05)
+        # The lease ran from no later than when the fetch was sent: a reply that took most
+        # of the lease to arrive is given back instead of started on borrowed time.
+        left_s = sent + lease_ms / 1000 - time.monotonic()
+        with self.cond:
+            self.held[(job.id, job.attempt)] = job
+        if left_s < lease_ms / 1000 * MIN_LEASE_SHARE:
+            log.warning("job %r arrived with %.3fs of its lease left: given back", job.id, left_s)
+            self._finish(self.w.returned(job))
+            return
+        self.pool.submit(self._execute, job)
+
+    def _execute(self, job: LeasedJob) -> None:
+        w = self.w
+        try:
+            result = self.handler(job)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(
+                    "the handler returned an awaitable; Worker.run never awaits handlers "
+                    "(use an asyncio worker for async handlers)"
+                )
+        except Retry as signalled:
+            outcome = w.failed(job, signalled.error, signalled.retry_after_ms, signalled.detail)
+        except Exception as exc:  # the handler's failure is the job's outcome
+            kind = type(exc).__name__[:MAX_ERROR_KIND]
+            outcome = w.failed(job, kind, None, traceback.format_exc())
+        else:
+            outcome = w.completed(job)
+        self._finish(outcome)
+
+    def _finish(self, outcome: Outcome) -> None:
+        with self.cond:
+            self.outbox.append(outcome)
+            self.cond.notify_all()
+
+    def _reports(self) -> None:
+        """Send outcomes as they come, all that are ready in one call; ride out Redis
+        outages until the leases they are about would have ended."""
+        while True:
+            with self.cond:
+                while not self.outbox and not (self.done.is_set() and not self.held):
+                    self.cond.wait(0.5)
+                if not self.outbox:
+                    return
+                batch, self.outbox = self.outbox[:REPORT_BATCH], self.outbox[REPORT_BATCH:]
+                # The heartbeat thread may have moved a lease on: report with the latest.
+                batch = [
+                    dataclasses.replace(o, job=self.held.get((o.job.id, o.job.attempt), o.job))
+                    for o in batch
+                ]
+            self._send(batch)
+            with self.cond:
+                for o in batch:
+                    self.held.pop((o.job.id, o.job.attempt), None)
+                self.cond.notify_all()
+
+    def _send(self, batch: list[Outcome]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                results = self.w.report(batch)
+            except RedisUnavailable as exc:
+                now_us = self.w._now()
+                now_ms = time.time() * 1000 if now_us is None else now_us / 1000
+                if all(now_ms >= o.job.lease_deadline_ms for o in batch):
+                    log.warning(
+                        "could not report %d outcome(s) before their leases ended (%s); Janus "
+                        "will retry those jobs",
+                        len(batch),
+                        exc,
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except JanusError as exc:
+                log.error("report refused: %s", exc)
+                return
+            for o, r in zip(batch, results, strict=True):
+                if not r.ok:
+                    log.warning("%s", _lost(f"report {o.kind!r} for", o.job, r.reason))
+            return
+
+    def _heartbeats(self) -> None:
+        while not self.done.wait(max(self.lease_s / 3, 0.05)):
+            with self.cond:
+                jobs = list(self.held.values())
+            if not jobs:
+                continue
+            try:
+                renewed = self.w.heartbeat_many(jobs)
+            except JanusError as exc:  # heartbeats go on; the leases may still be live
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            with self.cond:
+                for job in renewed:
+                    if isinstance(job, LeaseLost):
+                        log.warning("%s", job)
+                        continue
+                    key = (job.id, job.attempt)
+                    if key in self.held:
+                        self.held[key] = job
+
+    def shutdown(self, grace_s: float | None) -> None:
+        """Stop fetching (done by the caller), let running handlers finish for ``grace_s``
+        (default: one lease), report what finished, then stop the helper threads."""
+        self.w._stop.set()
+        grace = self.lease_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
+        with self.cond:
+            while self.held and time.monotonic() < deadline:
+                self.cond.wait(min(0.1, max(deadline - time.monotonic(), 0.001)))
+            abandoned = len(self.held)
+            if abandoned:
+                log.warning(
+                    "%d job(s) still running at shutdown; their leases will expire and Janus "
+                    "will retry them",
+                    abandoned,
+                )
+                self.held.clear()
+            self.done.set()
+            self.cond.notify_all()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.reporter.join(timeout=5.0)
+        self.beats.join(timeout=1.0)
+        if not abandoned:
+            try:
+                self.w.forget()
+            except JanusError as exc:
+                log.debug("could not remove consumer %r: %s", self.w.consumer, exc)
 
 
 def _lost(action: str, job: LeasedJob, reason: object) -> LeaseLost:

@@ -1,7 +1,8 @@
 """Admission against real Redis (standalone and a 3-master cluster), with explicit time.
 
 Every test passes time explicitly (FakeClock): the Lua uses it instead of Redis TIME, so the
-schedules asserted here are exact.
+schedules asserted here are exact. A submit only decides ready / scheduled / rejected; a job
+is released when a worker fetches it, so releases are observed through fetches (``take``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import pytest
 
 from janus.client import Job
 from janus.coordinator import Coordinator
-from janus.measure import Release, check_rate
+from janus.measure import check_rate
 
-from tests.helpers import FakeClock, make_janus, unchanged
+from tests.helpers import FakeClock, make_janus, started, take, unchanged
 
 BASIC = """
 pay:
@@ -25,15 +26,21 @@ pay:
 
 
 def test_burst_is_released_then_work_is_spaced_at_the_rate(redis_url: str, prefix: str) -> None:
-    """Given rate 10/s burst 3, when 5 jobs arrive at once, then 3 are released and the
-    next two are scheduled 100 ms apart."""
+    """Given rate 10/s burst 3, when 5 jobs arrive at once, then 3 are ready and the next two
+    scheduled 100 ms apart; a worker gets 3 now, then one every 100 ms."""
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, BASIC, clock)
     ds = [jn.submit("pay", scope="a", job_id=f"j{i}") for i in range(5)]
-    assert [d.status for d in ds] == ["released"] * 3 + ["scheduled"] * 2
+    assert [d.status for d in ds] == ["ready"] * 3 + ["scheduled"] * 2
     assert [d.not_before_ms - clock.now_ms for d in ds[3:]] == [100, 200]
-    assert all(d.created for d in ds)
-    assert [d.attempt for d in ds] == [1, 1, 1, 0, 0]
+    assert all(d.created for d in ds) and [d.attempt for d in ds] == [0] * 5
+    assert [j.id for j in take(jn, "pay")] == ["j0", "j1", "j2"]
+    clock.advance_ms(99)
+    assert take(jn, "pay") == []
+    clock.advance_ms(1)
+    assert [j.id for j in take(jn, "pay")] == ["j3"]
+    clock.advance_ms(100)
+    assert [(j.id, j.attempt) for j in take(jn, "pay")] == [("j4", 1)]
 
 
 def test_wait_beyond_max_wait_is_rejected_and_writes_nothing(
@@ -77,37 +84,40 @@ def test_existing_job_id_returns_its_state_and_releases_nothing(
     with unchanged(redis_client, prefix):  # type: ignore[arg-type]
         again = jn.submit("pay", scope="a", job_id="order-1", payload=b"other")
         again2 = jn.submit("pay", scope="zzz", job_id="order-2")
-    assert first.status == "released" and again.status == "released"
-    assert again.created is False and again.state == "queued" and again.attempt == 1
+    assert first.status == "ready" and again.status == "ready"
+    assert again.created is False and again.state == "scheduled" and again.attempt == 0
     assert again2.status == "scheduled" and again2.created is False
+    take(jn, "pay", count=1)
+    running = jn.submit("pay", scope="a", job_id="order-1")
+    assert (running.created, running.state, running.attempt) == (False, "running", 1)
     assert again2.not_before_ms == jn.submit("pay", scope="a", job_id="order-2").not_before_ms
 
 
 def test_resent_script_call_is_a_no_op(redis_url: str, prefix: str) -> None:
     """A call re-sent by the client library after a timeout (same job ids) admits nothing new."""
+    from janus import calls
+
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, BASIC, clock)
     jobs = [jn._job_args(Job(scope="a", job_id=f"r{i}"), i) for i in range(5)]
-    jn.store.submit("pay", jobs, clock())
-    length = jn.status("pay").stream_length
+    call = calls.submit(jn.store.keys("pay"), jobs, clock())
+    assert all(d.created for d in jn.store.run(call))
     queued = jn.status("pay").scheduled
     for _ in range(3):
-        reply = jn.store.submit("pay", jobs, clock())
-        assert reply[4::7] == [0] * 5  # created flags
-    assert jn.status("pay").stream_length == length
-    assert jn.status("pay").scheduled == queued
+        assert [d.created for d in jn.store.run(call)] == [False] * 5
+    assert jn.status("pay").scheduled == queued == 5
 
 
 def test_submit_many_equals_submits_in_order(redis_url: str, prefix: str) -> None:
     """A batch gives each job exactly the decision a lone submit would have given it."""
-    jobs = [Job(scope=f"s{i % 3}", job_id=f"j{i}", cost=1 + i % 2) for i in range(40)]
+    jobs = [Job(scope=f"s{i % 3}", job_id=f"j{i}", cost=1 + i % 2) for i in range(60)]
     one = make_janus(redis_url, prefix + "a", BASIC, FakeClock())
     many = make_janus(redis_url, prefix + "b", BASIC, FakeClock())
     singles = [one.submit("pay", scope=j.scope, job_id=j.job_id, cost=j.cost) for j in jobs]
     batch = many.submit_many("pay", jobs)
     key = lambda d: (d.status, d.reason, d.not_before_ms, d.retry_after_ms, d.attempt)  # noqa: E731
     assert [key(d) for d in batch] == [key(d) for d in singles]
-    assert {d.status for d in batch} == {"released", "scheduled", "rejected"}
+    assert {d.status for d in batch} == {"ready", "scheduled", "rejected"}
 
 
 def test_late_scope_is_not_queued_behind_an_earlier_flood(redis_url: str, prefix: str) -> None:
@@ -126,17 +136,17 @@ pay:
     flood = jn.submit_many("pay", [Job(scope="A") for _ in range(100)])
     assert flood[-1].not_before_ms - clock.now_ms >= 9900
     late = jn.submit("pay", scope="B", job_id="b1")
-    assert late.status == "scheduled"
-    assert late.not_before_ms - clock.now_ms <= 300  # an estimate: A's due work, then B
-    coord = Coordinator(jn.store)
+    assert late.status in ("ready", "scheduled")  # an estimate (a lower bound)
+    assert late.not_before_ms - clock.now_ms <= 300
     released_b_at = None
     for _ in range(20):
-        clock.advance_ms(100)
-        coord.step("pay", clock())
-        if jn.submit("pay", scope="B", job_id="b1").state == "queued":
+        got = take(jn, "pay")
+        if any(j.id == "b1" for j in got):
             released_b_at = clock.now_ms
             break
+        clock.advance_ms(100)
     assert released_b_at is not None, "scope B waited behind scope A's backlog"
+    assert released_b_at - flood[0].not_before_ms <= 200
 
 
 def test_in_flight_limit_holds_releases(redis_url: str, prefix: str) -> None:
@@ -151,20 +161,22 @@ pay:
   max_wait: 10s
 """
     jn = make_janus(redis_url, prefix, body, clock)
-    ds = jn.submit_many("pay", [Job(scope="a") for _ in range(5)])
-    assert [d.status for d in ds] == ["released"] * 3 + ["scheduled"] * 2
+    jn.submit_many("pay", [Job(scope="a") for _ in range(5)])
+    assert len(take(jn, "pay")) == 3
+    assert jn.status("pay").in_flight == 3
     coord = Coordinator(jn.store)
     step = coord.step("pay", clock.advance_ms(500))
-    assert step.released == 0 and step.next_us is not None
-    assert step.next_us > clock.now_us  # told to come back when a lease ends
-    step = coord.step("pay", clock.advance_ms(501))
-    assert step.released == 2
+    assert not step.ready and step.next_us is not None
+    assert step.next_us == (clock.now_ms + 501) * 1000  # when the first lease ends
+    assert take(jn, "pay") == []
+    clock.advance_ms(501)
+    assert len(take(jn, "pay")) == 2  # the expired leases were reclaimed by that fetch
     assert jn.status("pay").in_flight == 2
 
 
-def test_paused_coordinator_does_not_release_a_catch_up_burst(redis_url: str, prefix: str) -> None:
-    """Work that became due while no coordinator ran is released at burst + rate, not at once,
-    per dependency and per scope."""
+def test_absent_workers_get_no_catch_up_burst(redis_url: str, prefix: str) -> None:
+    """Work that became due while no worker ran is started at burst + rate, not at once, per
+    dependency and per scope, however eagerly the workers fetch when they return."""
     clock = FakeClock()
     body = """
 pay:
@@ -177,15 +189,16 @@ pay:
     jn = make_janus(redis_url, prefix, body, clock)
     for scope in ("a", "b", "c"):
         jn.submit_many("pay", [Job(scope=scope) for _ in range(30)])
-    clock.advance_ms(10_000)  # the coordinator was down for 10 s: everything is overdue
-    coord = Coordinator(jn.store)
-    first = coord.step("pay", clock())
-    assert first.released_cost <= 4
-    for _ in range(2000):  # 10 s of 5 ms steps: ample for 90 jobs at 20/s
-        step = coord.step("pay", clock.advance_ms(5))
-        if step.next_us is None:
+    clock.advance_ms(10_000)  # no worker for 10 s: everything is overdue
+    first = take(jn, "pay")
+    assert sum(j.cost for j in first) <= 4
+    jobs = list(first)
+    for _ in range(2000):  # 10 s of 5 ms fetches: ample for 90 jobs at 20/s
+        clock.advance_ms(5)
+        jobs += take(jn, "pay")
+        if len(jobs) == 90:
             break
-    releases = [Release(ms, s, c) for ms, s, c, _ in jn.store.releases("pay")]
+    releases = started(jobs)
     assert len(releases) == 90
     for rep in check_rate(releases, 20, 4, (5, 50, 500, 2000)):
         assert rep.ok, rep
@@ -205,11 +218,18 @@ pay:
   max_wait: 5s
 """
     jn = make_janus(redis_url, prefix, body, clock)
-    assert jn.submit("pay", scope="a", cost=3).status == "released"
+    assert jn.submit("pay", scope="a", cost=3).status == "ready"
+    assert [j.cost for j in take(jn, "pay")] == [3]
     d = jn.submit("pay", scope="b", cost=1)
     assert d.status == "scheduled" and d.not_before_ms - clock.now_ms == 100
     d = jn.submit("pay", scope="c", cost=3)
     assert d.status == "scheduled" and d.not_before_ms - clock.now_ms >= 300
+    clock.advance_ms(100)
+    assert [j.scope for j in take(jn, "pay")] == ["b"]
+    clock.advance_ms(299)
+    assert take(jn, "pay") == []
+    clock.advance_ms(1)
+    assert [j.scope for j in take(jn, "pay")] == ["c"]
 
 
 def test_scope_override_gets_its_own_limits(redis_url: str, prefix: str) -> None:
@@ -227,10 +247,12 @@ pay:
     jn = make_janus(redis_url, prefix, body, clock)
     plain = jn.submit_many("pay", [Job(scope="plain") for _ in range(3)])
     vip = jn.submit_many("pay", [Job(scope="vip tenant {1}") for _ in range(6)])
-    assert [d.status for d in plain] == ["released", "scheduled", "scheduled"]
+    assert [d.status for d in plain] == ["ready", "scheduled", "scheduled"]
     assert plain[2].not_before_ms - clock.now_ms == 2000
-    assert [d.status for d in vip] == ["released"] * 5 + ["scheduled"]
+    assert [d.status for d in vip] == ["ready"] * 5 + ["scheduled"]
     assert vip[5].not_before_ms - clock.now_ms == 20
+    got = take(jn, "pay")
+    assert sorted(j.scope for j in got) == ["plain"] + ["vip tenant {1}"] * 5
 
 
 def test_policy_is_read_from_redis_not_from_the_caller(redis_url: str, prefix: str) -> None:
@@ -244,7 +266,8 @@ def test_policy_is_read_from_redis_not_from_the_caller(redis_url: str, prefix: s
     clock = FakeClock()
     admin = make_janus(redis_url, prefix, BASIC, clock)
     producer = Janus.from_url(redis_url, prefix=prefix, clock=clock)
-    assert [producer.submit("pay", scope="a").status for _ in range(4)].count("released") == 3
+    assert [producer.submit("pay", scope="a").status for _ in range(4)].count("ready") == 3
+    assert len(take(producer, "pay")) == 3
     assert admin.apply_policies(parse_policy_text(policy(BASIC), "same.yaml")) == {
         "pay": (1, False)
     }
@@ -253,8 +276,9 @@ def test_policy_is_read_from_redis_not_from_the_caller(redis_url: str, prefix: s
     )
     assert admin.apply_policies(parse_policy_text(policy(bigger), "b.yaml")) == {"pay": (2, True)}
     clock.advance_ms(10_000)
-    assert Coordinator(admin.store).step("pay", clock()).released == 1  # the queued 4th job
-    assert [producer.submit("pay", scope="b").status for _ in range(20)] == ["released"] * 20
+    assert len(take(producer, "pay")) == 1  # the queued 4th job
+    assert [producer.submit("pay", scope="b").status for _ in range(20)] == ["ready"] * 20
+    assert len(take(producer, "pay")) == 20
 
 
 @pytest.mark.parametrize("cost", [0, -1, 2.5, True, "1"])

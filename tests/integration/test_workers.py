@@ -1,9 +1,11 @@
-"""Workers and leases against real Redis (standalone and cluster), with explicit time."""
+"""Workers and leases against real Redis (standalone and cluster), with explicit time.
+
+A job is released when a worker fetches it: the fetch hands it to that consumer (its group's
+stream, its pending entries) and starts its lease."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -14,7 +16,7 @@ from janus.errors import InvalidInput, LeaseLost
 from janus.keys import Keys
 from janus.worker import Retry, load_handler
 
-from tests.helpers import FakeClock, make_janus, unchanged
+from tests.helpers import FakeClock, make_janus, unchanged, wait_until
 
 BODY = """
 pay:
@@ -33,7 +35,7 @@ def _setup(url: str, prefix: str, body: str = BODY) -> tuple[Janus, FakeClock]:
 
 
 def _one(jn: Janus, job_id: str = "order-1", payload: bytes = b"p") -> LeasedJob:
-    assert jn.submit("pay", scope="t1", job_id=job_id, payload=payload).status == "released"
+    assert jn.submit("pay", scope="t1", job_id=job_id, payload=payload).status == "ready"
     jobs = jn.worker("pay", group="billing", consumer="w1").fetch(count=10, block_ms=None)
     assert [j.id for j in jobs] == [job_id]
     return jobs[0]
@@ -42,23 +44,29 @@ def _one(jn: Janus, job_id: str = "order-1", payload: bytes = b"p") -> LeasedJob
 def test_fetch_then_complete_finishes_the_job_and_cleans_the_stream(
     redis_url: str, prefix: str
 ) -> None:
-    """A released job is fetched once, completed once; its stream entry and lease are gone."""
+    """A fetched job is delivered to its consumer (pending entry), started, completed once;
+    then its stream entry, pending entry and lease are gone."""
     jn, clock = _setup(redis_url, prefix)
     w = jn.worker("pay", group="billing", consumer="w1")
     jn.submit("pay", scope="t1", job_id="order-1", payload=b'{"n": 1}')
+    assert jn.job("pay", "order-1").status == "scheduled"  # type: ignore[union-attr]
     (job,) = w.fetch(count=10, block_ms=None)
     assert (job.id, job.scope, job.payload, job.attempt) == ("order-1", "t1", b'{"n": 1}', 1)
     assert job.lease_deadline_ms == clock.now_ms + 10_000
-    assert jn.job("pay", "order-1").status == "running"  # type: ignore[union-attr]
+    assert job.started_ms == clock.now_ms
+    info = jn.job("pay", "order-1")
+    assert info is not None and info.status == "running" and info.started_ms == clock.now_ms
+    k = Keys(prefix, "pay")
+    client = jn.store.client
+    pending = client.xpending_range(k.stream("billing"), "billing", "-", "+", 10)
+    assert [(p["message_id"].decode(), p["consumer"]) for p in pending] == [(job.token, b"w1")]
+    assert client.pttl(k.job("order-1")) == -1  # a running record lives until its outcome
     w.complete(job)
     info = jn.job("pay", "order-1")
     assert info is not None and info.status == "completed" and info.attempt == 1
     assert [h["outcome"] for h in info.history] == ["completed"]
     assert info.history[0]["consumer"] == "w1"
-    k = Keys(prefix, "pay")
-    client = jn.store.client
-    assert client.xlen(k.stream) == 0
-    assert client.xpending(k.stream, "billing")["pending"] == 0
+    assert jn.store.stream_counts("pay") == {"billing": (0, 0)}
     assert jn.status("pay").in_flight == 0
     assert 0 < client.pttl(k.job("order-1")) <= 3_600_000
     assert w.fetch(block_ms=None) == []
@@ -111,7 +119,8 @@ def test_expired_lease_is_reclaimed_retried_and_the_zombie_cannot_complete(
     assert info is not None and info.status == "failed" and info.last_error == "lease_expired"
     assert info.not_before_ms == clock.now_ms + 1_000  # backoff base after attempt 1
     assert step.next_us == (clock.now_ms + 1_000) * 1000
-    coord.step("pay", clock.advance_ms(1_000))
+    assert jn.store.stream_counts("pay") == {"billing": (0, 0)}  # the entry ended with it
+    clock.advance_ms(1_000)
     w2 = jn.worker("pay", group="billing", consumer="w2")
     (again,) = w2.fetch(block_ms=None)
     assert again.attempt == 2 and again.token != zombie_job.token
@@ -136,11 +145,13 @@ def test_failures_back_off_then_dead_letter_with_history(redis_url: str, prefix:
     coord = Coordinator(jn.store)
     out = w.fail(job, "http_503")
     assert (out.decision, out.retry_at_ms) == ("retry", clock.now_ms + 1_000)
-    coord.step("pay", clock.advance_ms(1_000))
+    clock.advance_ms(999)
+    assert w.fetch(block_ms=None) == []
+    coord.step("pay", clock.advance_ms(1))
     (job,) = w.fetch(block_ms=None)
     out = w.fail(job, "http_429", retry_after_ms=5_000)
     assert (out.decision, out.retry_at_ms) == ("retry", clock.now_ms + 5_000)  # > 2 s backoff
-    coord.step("pay", clock.advance_ms(5_000))
+    clock.advance_ms(5_000)
     (job,) = w.fetch(block_ms=None)
     assert job.attempt == 3
     out = w.fail(job, "timeout", detail="Traceback: ...")
@@ -156,37 +167,175 @@ def test_failures_back_off_then_dead_letter_with_history(redis_url: str, prefix:
 
 
 def test_in_flight_slot_is_freed_by_reports(redis_url: str, prefix: str) -> None:
-    """max_in_flight counts released, unreported jobs; a report frees the slot and wakes the
-    coordinator, which releases the next job."""
+    """max_in_flight counts started, unreported attempts; a report frees the slot and wakes an
+    idle worker, which takes the next job."""
     body = BODY.replace("burst: 10", "burst: 10\n  max_in_flight: 1")
     jn, clock = _setup(redis_url, prefix, body)
     ds = jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(3)])
-    assert [d.status for d in ds] == ["released", "scheduled", "scheduled"]
+    assert [d.status for d in ds] == ["ready"] * 3
     w = jn.worker("pay", group="billing", consumer="w1")
-    (first,) = w.fetch(block_ms=None)
+    (first,) = w.fetch(count=3, block_ms=None)
+    assert w.fetch(block_ms=None) == []
     coord = Coordinator(jn.store)
-    assert coord.step("pay", clock.advance_ms(100)).released == 0
+    assert not coord.step("pay", clock.advance_ms(100)).ready
     client = jn.store.client
-    client.delete(Keys(prefix, "pay").wake)
+    client.delete(Keys(prefix, "pay").work)
     w.complete(first)
-    assert client.llen(Keys(prefix, "pay").wake) == 1  # the coordinator is told at once
-    assert coord.step("pay", clock()).released == 1
+    assert client.llen(Keys(prefix, "pay").work) == 1  # an idle worker is told at once
     (second,) = w.fetch(block_ms=None)
     w.fail(second, "http_500")
-    assert coord.step("pay", clock()).released == 1
+    assert [j.id for j in w.fetch(count=3, block_ms=None)] == ["j2"]
 
 
-def test_stale_entry_read_after_its_lease_expired_is_not_run(redis_url: str, prefix: str) -> None:
-    """An entry fetched after its lease expired (coordinator lagging) is not handed out; the
-    reclaim then retries the job normally."""
+def test_no_worker_means_no_attempt_and_no_dead_letter(redis_url: str, prefix: str) -> None:
+    """Waiting is free: with no worker for 10 leases, the coordinator steps on time and
+    nothing is released, no attempt is used, nothing is dead-lettered."""
     jn, clock = _setup(redis_url, prefix)
-    jn.submit("pay", scope="t1", job_id="late")
-    clock.advance_ms(10_001)
+    jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(8)])
+    coord = Coordinator(jn.store)
+    for _ in range(100):
+        coord.step("pay", clock.advance_ms(1_000))  # 100 s = 10 leases
+    st = jn.status("pay")
+    assert (st.in_flight, st.scheduled, st.dead_letters, st.stream_length) == (0, 8, 0, 0)
+    assert {jn.job("pay", f"j{i}").attempt for i in range(8)} == {0}  # type: ignore[union-attr]
+    got = jn.worker("pay", group="billing", consumer="late").fetch(count=8, block_ms=None)
+    assert sorted(j.id for j in got) == [f"j{i}" for i in range(8)]
+    assert {j.attempt for j in got} == {1}
+
+
+def test_a_resent_fetch_gets_the_same_jobs_and_nothing_more(redis_url: str, prefix: str) -> None:
+    """A fetch whose reply was lost (redis-py re-sends it with the same fetch id) returns the
+    jobs the first one took and releases nothing new; a new fetch id takes new work."""
+    from janus import calls
+
+    jn, clock = _setup(redis_url, prefix)
+    jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(6)])
     w = jn.worker("pay", group="billing", consumer="w1")
-    assert w.fetch(block_ms=None) == [] and w.stats.skipped == 1
-    Coordinator(jn.store).step("pay", clock())
-    assert jn.job("pay", "late").status == "failed"  # type: ignore[union-attr]
-    assert jn.store.client.xlen(Keys(prefix, "pay").stream) == 0
+    call = calls.fetch(
+        jn.store.keys("pay"),
+        group="billing",
+        consumer="w1",
+        count=2,
+        fetch_id="f-1",
+        max_steps=100,
+        now_us=clock(),
+    )
+    first = jn.store.run(call)
+    assert [j.id for j in first.jobs] == ["j0", "j1"] and not first.repeat
+    for _ in range(3):
+        again = jn.store.run(call)
+        assert again.repeat and again.jobs == first.jobs
+    assert jn.status("pay").in_flight == 2
+    w.complete(first.jobs[0])
+    again = jn.store.run(call)
+    assert [j.id for j in again.jobs] == ["j1"]  # a finished job is not handed out again
+    assert [j.id for j in w.fetch(count=2, block_ms=None)] == ["j2", "j3"]
+
+
+def test_a_fetch_lost_in_transit_is_recovered_by_the_next_fetch(
+    redis_url: str, prefix: str
+) -> None:
+    """When a fetch raised RedisUnavailable after Redis took jobs for it, the worker's next
+    fetch re-sends it under the same id and gets those jobs: none is left held by nobody."""
+    from janus.errors import RedisUnavailable
+
+    jn, clock = _setup(redis_url, prefix)
+    jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(4)])
+    w = jn.worker("pay", group="billing", consumer="w1")
+    real_run = jn.store.run
+    calls_seen: list[str] = []
+
+    def lossy(call):  # type: ignore[no-untyped-def]
+        result = real_run(call)
+        calls_seen.append(call.script)
+        if call.script == "fetch" and len(calls_seen) == 1:
+            raise RedisUnavailable("fetching: reply lost")
+        return result
+
+    jn.store.run = lossy  # type: ignore[method-assign]
+    with pytest.raises(RedisUnavailable):
+        w.fetch(count=2, block_ms=None)
+    assert jn.status("pay").in_flight == 2
+    got = w.fetch(count=2, block_ms=None)
+    assert [j.id for j in got] == ["j0", "j1"]
+    assert jn.status("pay").in_flight == 2
+
+
+def test_return_unstarted_gives_the_job_back_without_using_an_attempt(
+    redis_url: str, prefix: str
+) -> None:
+    """A job given back unstarted goes to the head of its scope's line with its attempt
+    count unchanged; its slot and stream entry are freed."""
+    jn, clock = _setup(redis_url, prefix)
+    jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(3)])
+    w = jn.worker("pay", group="billing", consumer="w1")
+    a, _b = w.fetch(count=2, block_ms=None)
+    w.return_unstarted(a)
+    info = jn.job("pay", "j0")
+    assert info is not None and (info.status, info.attempt) == ("scheduled", 0)
+    assert [h["outcome"] for h in info.history] == ["returned"]
+    assert jn.status("pay").in_flight == 1
+    assert jn.store.stream_counts("pay") == {"billing": (1, 1)}
+    (again,) = w.fetch(count=1, block_ms=None)
+    assert (again.id, again.attempt) == ("j0", 1)
+    with pytest.raises(LeaseLost):
+        w.return_unstarted(a)
+
+
+def test_batch_report_applies_each_outcome_on_its_own(redis_url: str, prefix: str) -> None:
+    """One report call: each outcome fenced and applied alone; a refused one changes nothing
+    and does not stop the others; re-sending the same outcomes answers the same."""
+    jn, clock = _setup(redis_url, prefix)
+    jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(4)])
+    w = jn.worker("pay", group="billing", consumer="w1")
+    a, b, c, d = w.fetch(count=4, block_ms=None)
+    w.complete(d)
+    outcomes = [w.completed(a), w.failed(b, "http_503"), w.returned(c), w.completed(d)]
+    results = w.report(outcomes)
+    assert [(r.ok, r.decision, r.reason) for r in results] == [
+        (True, "completed", None),
+        (True, "retry", None),
+        (True, "returned", None),
+        (False, None, "finished"),
+    ]
+    assert results[1].retry_at_ms == clock.now_ms + 1_000
+    assert [(r.ok, r.decision) for r in w.report(outcomes[:3])] == [
+        (True, "completed"),
+        (True, "retry"),
+        (True, "returned"),
+    ]
+    st = jn.status("pay")
+    assert (st.in_flight, st.scheduled, st.stream_length) == (0, 2, 0)
+
+
+def test_heartbeat_many_extends_every_live_lease_in_one_call(redis_url: str, prefix: str) -> None:
+    """Each lease is extended on its own; a lost one is reported, the others renewed."""
+    jn, clock = _setup(redis_url, prefix)
+    jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(3)])
+    w = jn.worker("pay", group="billing", consumer="w1")
+    a, b, c = w.fetch(count=3, block_ms=None)
+    w.complete(c)
+    clock.advance_ms(5_000)
+    ra, rb, rc = w.heartbeat_many([a, b, c])
+    assert isinstance(ra, LeasedJob) and ra.lease_deadline_ms == clock.now_ms + 10_000
+    assert isinstance(rb, LeasedJob) and rb.lease_deadline_ms == clock.now_ms + 10_000
+    assert isinstance(rc, LeaseLost) and rc.reason == "finished"
+
+
+def test_a_missing_group_is_recreated_by_the_next_fetch(redis_url: str, prefix: str) -> None:
+    """Redis restarted empty (or the group was destroyed): the worker's fetch creates the
+    stream and group again and delivers; nothing raises NOGROUP."""
+    jn, clock = _setup(redis_url, prefix)
+    job = _one(jn)
+    w = jn.worker("pay", group="billing", consumer="w1")
+    w.complete(job)
+    stream = Keys(prefix, "pay").stream("billing")
+    jn.store.client.delete(stream)
+    jn.submit("pay", scope="t1", job_id="after")
+    result = w.fetch_result(5)
+    assert result.group_created and [j.id for j in result.jobs] == ["after"]
+    pending = jn.store.client.xpending(stream, "billing")
+    assert pending["pending"] == 1
 
 
 def test_bad_reports_raise_and_change_nothing(redis_url: str, prefix: str) -> None:
@@ -211,6 +360,10 @@ def test_bad_reports_raise_and_change_nothing(redis_url: str, prefix: str) -> No
         with pytest.raises(LeaseLost) as err:
             w.complete(forged)
         assert err.value.reason == "superseded"
+        with pytest.raises(InvalidInput, match="count must be an integer >= 1"):
+            w.fetch(count=0)
+        with pytest.raises(InvalidInput, match="expected an Outcome"):
+            w.report(["completed"])  # type: ignore[list-item]
     assert jn.job("pay", "nope") is None
 
 
@@ -237,7 +390,7 @@ def test_run_loop_reports_successes_and_failures_and_keeps_going(
     def handler(job: LeasedJob) -> None:
         n = int(job.id[1:])
         if n % 3 == 1:
-            raise Retry("http_503", retry_after_ms=60_000)
+            raise Retry("http_503", retry_after_ms=20)  # pauses the dependency 20 ms
         if n % 3 == 2:
             raise ValueError(f"bad payload {job.payload!r}")
 
@@ -246,9 +399,7 @@ def test_run_loop_reports_successes_and_failures_and_keeps_going(
         target=w.run, args=(handler,), kwargs={"concurrency": 3, "install_signals": False}
     )
     thread.start()
-    deadline = time.monotonic() + 10
-    while w.stats.completed + w.stats.failed < 9 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: w.stats.completed + w.stats.failed >= 9, 30)
     w.stop()
     thread.join(10)
     assert not thread.is_alive()
@@ -262,6 +413,61 @@ def test_run_loop_reports_successes_and_failures_and_keeps_going(
     assert infos["j1"].last_error == "http_503"  # type: ignore[union-attr]
     assert infos["j2"].last_error == "ValueError"  # type: ignore[union-attr]
     assert "ValueError: bad payload b'j2'" in str(infos["j2"].history[-1]["detail"])  # type: ignore[union-attr]
+    # It stopped cleanly: nothing held, and its consumer left the group.
+    assert jn.store.stream_counts("pay") == {"billing": (0, 0)}
+    consumers = jn.store.client.xinfo_consumers(Keys(prefix, "pay").stream("billing"), "billing")
+    assert consumers == []
+
+
+def test_run_refuses_an_async_handler_before_taking_work(redis_url: str, prefix: str) -> None:
+    """An ``async def`` handler would never be awaited by the thread pool: run() refuses it
+    with a clear error and takes no job."""
+    import functools
+
+    jn, _ = _setup(redis_url, prefix)
+    jn.submit("pay", scope="t1", job_id="kept")
+
+    async def handler(job: LeasedJob) -> None:
+        pass
+
+    class Callable:
+        async def __call__(self, job: LeasedJob) -> None:
+            pass
+
+    w = jn.worker("pay", group="billing", consumer="w1")
+    for h in (handler, functools.partial(handler), Callable()):
+        with pytest.raises(InvalidInput, match="async def function"):
+            w.run(h, install_signals=False)
+    info = jn.job("pay", "kept")
+    assert info is not None and (info.status, info.attempt) == ("scheduled", 0)
+
+
+def test_a_handler_returning_an_awaitable_fails_the_job_instead_of_completing_it(
+    redis_url: str, prefix: str
+) -> None:
+    """A sync-looking handler that returns a coroutine did not do its work: the attempt is
+    failed with a clear error (never marked completed), and no RuntimeWarning leaks."""
+    import warnings
+
+    jn = make_janus(redis_url, prefix, BODY)  # real time
+
+    async def work() -> None:
+        pass
+
+    w = jn.worker("pay", group="billing", consumer="w1")
+    jn.submit("pay", scope="t1", job_id="sneaky")
+    thread = threading.Thread(
+        target=w.run, args=(lambda job: work(),), kwargs={"install_signals": False}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        thread.start()
+        wait_until(lambda: w.stats.failed == 1, 10)
+        w.stop()
+        thread.join(10)
+    info = jn.job("pay", "sneaky")
+    assert info is not None and info.status == "failed" and info.last_error == "TypeError"
+    assert "returned an awaitable" in str(info.history[-1]["detail"])
 
 
 def test_worker_rejects_bad_group_names(redis_url: str, prefix: str) -> None:

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "janus"
 LUA = scripts.lua_dir()
 
 #: Pure core: no Redis client, no clock, no threads.
-PURE = {"keys", "policy", "decisions", "scripts", "errors", "doctor", "measure"}
+PURE = {"keys", "policy", "decisions", "calls", "scripts", "errors", "doctor", "measure"}
 #: The only module allowed to import redis-py (embedded only starts binaries).
 REDIS_FACING = {"store"}
 FORBIDDEN_IN_PURE = {"redis", "time", "threading", "datetime", "socket", "subprocess"}
@@ -55,14 +55,19 @@ def test_lua_header_documents_returns_and_writes(name: str) -> None:
 
 
 def test_every_script_key_is_built_by_the_keys_module() -> None:
-    """Scripts receive keys by name from janus.keys.Keys: each KEYS name is a Keys attribute,
-    and prefix ARGV (job_prefix, scope_prefix) too."""
+    """Scripts receive keys by name from janus.keys.Keys: each KEYS name is a Keys attribute
+    (a method for the per-group keys), and prefix ARGV (job_prefix, scope_prefix) too."""
     from janus.keys import Keys
 
     k = Keys("p", "dep")
     for spec in scripts.SPECS.values():
         for name in spec.keys:
-            assert isinstance(getattr(k, name), str), (spec.name, name)
+            value = getattr(k, name)
+            if name == "stream":
+                value = value("g")
+            elif name == "fetch_log":
+                value = value("g", "c")
+            assert isinstance(value, str) and value.startswith("p:{dep}:"), (spec.name, name)
         for name in spec.argv:
             if name.endswith("_prefix"):
                 assert isinstance(getattr(k, name), str), (spec.name, name)
@@ -70,7 +75,7 @@ def test_every_script_key_is_built_by_the_keys_module() -> None:
 
 def test_spec_refuses_missing_or_unexpected_names() -> None:
     """A call site cannot pass a key or argument the script does not declare."""
-    spec = scripts.SPECS["release"]
+    spec = scripts.SPECS["step"]
     good = dict.fromkeys(spec.keys, "k")
     assert spec.keys_of(good) == ["k"] * len(spec.keys)
     with pytest.raises(TypeError, match="unexpected"):
@@ -105,19 +110,117 @@ def test_only_the_store_imports_redis() -> None:
 
 def test_front_ends_build_no_key_strings() -> None:
     """Keys are built in janus.keys only: no front-end uses the Keys class or key formats."""
-    for module in ("client", "coordinator", "cli", "demo"):
+    for module in ("client", "worker", "coordinator", "cli", "demo"):
         text = (SRC / f"{module}.py").read_text()
         assert "Keys(" not in text and ":{" not in text, module
 
 
-def test_submit_fast_path_argv_order_matches_the_header() -> None:
-    """store.submit builds submit.lua's ARGV by position (its hot path): pin that order."""
-    assert scripts.SPECS["submit"].argv == (
-        "job_prefix",
-        "scope_prefix",
-        "ready_prefix",
-        "quota_prefix",
-        "now_us",
-        "count",
-        "jobs",
-    )
+#: Variadic ARGV and replies whose positional layout janus.calls defines: (script, the
+#: header line's name, the calls constant).
+_LAYOUTS = [
+    ("submit", "jobs", "SUBMIT_JOB"),
+    ("heartbeat", "leases", "LEASE"),
+    ("report", "outcomes", "OUTCOME"),
+    ("replay", "entries", "REPLAY_ENTRY"),
+]
+
+
+@pytest.mark.parametrize(("script", "arg", "layout"), _LAYOUTS)
+def test_positional_argv_layouts_match_the_lua_headers(script: str, arg: str, layout: str) -> None:
+    """A job / lease / outcome is laid out by position once, in janus.calls; the Lua header
+    names the same fields in the same order ("N values per x: a, b, c")."""
+    from janus import calls
+
+    text = (LUA / f"{script}.lua").read_text()
+    fields = _per_item(text, rf"^-- ARGV\[\d+\.\.\.\] {arg}\s+")
+    assert fields == getattr(calls, layout)
+
+
+_REPLIES = [
+    ("submit", "SUBMIT_REPLY"),
+    ("heartbeat", "HEARTBEAT_REPLY"),
+    ("report", "REPORT_REPLY"),
+]
+
+
+@pytest.mark.parametrize(("script", "layout"), _REPLIES)
+def test_reply_layouts_match_the_lua_headers(script: str, layout: str) -> None:
+    """Each reply's values per item are named in the header's Returns paragraph, in order."""
+    from janus import calls
+
+    text = (LUA / f"{script}.lua").read_text()
+    fields = _per_item(text, r"^-- Returns ")
+    assert fields == getattr(calls, layout)
+
+
+def test_fetch_and_step_replies_match_the_lua_headers() -> None:
+    """fetch.lua: a header then values per job; step.lua: a fixed list."""
+    import re
+
+    from janus import calls
+
+    fetch = _paragraph((LUA / "fetch.lua").read_text(), r"^-- Returns ")
+    header = re.search(r"Header: (.*?)\. Per job: (.*?)\.$", fetch)
+    assert header is not None
+    assert _names(header.group(1)) == calls.FETCH_HEADER
+    assert _names(header.group(2)) == calls.FETCH_JOB
+    step = _paragraph((LUA / "step.lua").read_text(), r"^-- Returns ")
+    listed = re.search(r"integers: (.*?)\.$", step)
+    assert listed is not None
+    assert _names(listed.group(1)) == calls.STEP_REPLY
+
+
+def _paragraph(text: str, start: str) -> str:
+    """The header paragraph that starts with ``start``, as one line."""
+    import re
+
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(start, line):
+            out = [line[3:]]
+            for more in lines[i + 1 :]:
+                if not more.startswith("-- ") or re.match(r"^-- (Writes|Raises|KEYS|ARGV)", more):
+                    break
+                out.append(more[3:])
+            return " ".join(out)
+    raise AssertionError(f"no header line matching {start!r}")
+
+
+def _names(listing: str) -> tuple[str, ...]:
+    """Field names of "a (explained, with commas), b, c": the first word of each item."""
+    import re
+
+    depth, items, cur = 0, [], ""
+    for ch in listing:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    out = []
+    for item in items:
+        m = re.match(r"\s*(\w+)", item)
+        assert m is not None, item
+        out.append(m.group(1))
+    return tuple(out)
+
+
+def _per_item(text: str, start: str) -> tuple[str, ...]:
+    import re
+
+    para = _paragraph(text, start)
+    m = re.search(r"\d+ values per \w+: (.*?)(\.|$)", para)
+    assert m is not None, para
+    return _names(m.group(1).split(". ")[0])
+
+
+def test_the_store_only_sends_calls() -> None:
+    """No script layout is known outside janus.calls: the store, the client and the worker
+    never name a script's arguments by position or parse a reply themselves."""
+    for module in ("store", "client", "worker", "coordinator"):
+        text = (SRC / f"{module}.py").read_text()
+        assert "argv_of(" not in text and "keys_of(" not in text, module
+        assert "reply[" not in text, module

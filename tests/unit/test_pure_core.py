@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from janus import doctor
-from janus.decisions import parse_release, parse_submit
+from janus.calls import parse_fetch, parse_step, parse_submit
 from janus.errors import ProtocolError
 from janus.measure import Release, check_rate, worst_window
 
@@ -38,9 +38,9 @@ def test_submit_reply_parses_into_decisions() -> None:
     [
         None,
         [],
-        [b"released"] * 6,
+        [b"ready"] * 6,
         [b"weird", b"", 0, -1, 1, 0, b""],
-        [b"released", b"", 1.5, -1, 1, 0, b""],
+        [b"ready", b"", 1.5, -1, 1, 0, b""],
     ],
 )
 def test_malformed_submit_reply_is_a_protocol_error(reply: object) -> None:
@@ -49,12 +49,39 @@ def test_malformed_submit_reply_is_a_protocol_error(reply: object) -> None:
         parse_submit("pay", ["a"], reply)
 
 
-def test_release_reply() -> None:
-    """-1 for next_us means the queue is empty."""
-    assert parse_release([1, 2, 0, -1, 5, 0]).next_us is None
-    assert parse_release([1, 2, 0, 7, 5, 1]).budget_dead == 1
+def test_step_reply() -> None:
+    """-1 for next_us means nothing is pending; the seven values are named."""
+    assert parse_step([1, 1, 0, 3, 0, -1, 5]).next_us is None
+    step = parse_step([2, 1, 1, 0, 1, 7, 5])
+    assert (step.reclaimed, step.retried, step.dead_lettered, step.ready, step.next_us) == (
+        2,
+        1,
+        1,
+        True,
+        7,
+    )
     with pytest.raises(ProtocolError):
-        parse_release([1, 2])
+        parse_step([1, 2])
+
+
+def test_fetch_reply_parses_into_leased_jobs() -> None:
+    """A header of six values, then seven per job; the payload stays bytes."""
+    reply = [b"ok", 1000, -1, 1, 0, 1, b"j1", b"t1", 1, 2, b"1000-0", 31000, b"\x00\xff"]
+    result = parse_fetch("pay", reply)
+    (job,) = result.jobs
+    assert (job.id, job.scope, job.attempt, job.cost, job.token) == ("j1", "t1", 1, 2, "1000-0")
+    assert (job.payload, job.lease_deadline_ms, job.started_ms) == (b"\x00\xff", 31000, 1000)
+    assert result.timer and result.known and not result.repeat and result.next_us is None
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [None, [b"ok", 1, -1, 0, 0], [b"ok", 1, -1, 0, 0, 1], [b"ok", 1, -1, 0, 0, 1, *[b"x"] * 7]],
+)
+def test_malformed_fetch_reply_is_a_protocol_error(reply: object) -> None:
+    """A header that announces more (or other) values than follow is refused."""
+    with pytest.raises(ProtocolError):
+        parse_fetch("pay", reply)
 
 
 def test_doctor_flags_eviction_and_missing_persistence() -> None:
