@@ -153,8 +153,10 @@ def bench_main(
     *,
     quick_help: str,
     cluster: bool = False,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """The command line of a benchmark: ``[--cluster] [--quick]``, then ``run(args)``.
+    """The command line of a benchmark: ``[--cluster] [--quick]`` (and whatever
+    ``add_arguments`` adds), then ``run(args)``.
 
     The description is the first paragraph of ``doc``; an exception from the run is printed
     and exits 1.
@@ -163,6 +165,8 @@ def bench_main(
     if cluster:
         parser.add_argument("--cluster", action="store_true", help="3-master Redis Cluster")
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)

@@ -6,51 +6,55 @@ Run::
 
 It starts ONE throwaway ``redis-server`` through :mod:`janus.embedded` (never a Redis someone
 else runs) and measures against it, mostly with EXPLICIT time: a clock object passed to
-``Janus(..., clock=...)`` and to ``Coordinator.step(dependency, now_us)`` (the scripts then
-never read Redis TIME), as ``tests/integration/test_fairness.py`` does. Simulated seconds
-cost milliseconds and every number is exact, not a sample of the machine's scheduling.
+``Janus(..., clock=...)`` (its policies are applied in test mode, so the scripts take that
+time and never read Redis TIME), as ``tests/integration/test_fairness.py`` does. Simulated
+seconds cost milliseconds and every number is exact, not a sample of the machine's
+scheduling. Fairness is measured where the dependency feels it, at start time: a job is
+released only when a worker fetches it, so shares and waits come from the attempts the
+workers were handed (``LeasedJob.started_ms`` and the order of the fetches).
 
 1. **Heavy / light.** Dependency rate 100/s, burst 1, max_cost 1; the scopes' own limits do
    not bind (rate 1e6/s, burst 1e9). A heavy scope queues 50,000 jobs (``--quick`` 10,000),
-   the coordinator serves it for 1 s (one step every 10 ms of simulated time), then a light
-   scope submits 10 jobs, one every 100 ms, each right after a step (the worst phase for
-   step granularity). Wait = ``released_ms - submitted_ms`` of the job record. Targets, from
-   start-time fair queueing (``lua/include/limits.lua``): the light scope's first job is
-   released within one round, scopes x max_cost / rate = 2 x 1 / 100 s = 20 ms, and its p99
-   wait is < 2 / rate x scopes = 40 ms. The heavy scope must keep the rest of the capacity.
-   Then the same in REAL time for comparison (informational): rate 500/s, heavy 5,000 jobs
-   (``--quick`` 2,000), a coordinator thread (``Coordinator.run_in_thread``), Redis TIME on
-   both sides of the wait; one round is then 4 ms.
+   a worker fetches every 10 ms of simulated time for 1 s (and completes what it got), then
+   a light scope submits 10 jobs, one every 100 ms, each right after a fetch (the worst
+   phase for the fetch granularity). Wait = ``started_ms`` of its attempt - its submit time.
+   Targets, from start-time fair queueing (``lua/include/fairq.lua``): the light scope's
+   first job starts within one round, scopes x max_cost / rate = 2 x 1 / 100 s = 20 ms, and
+   its p99 wait is < 2 / rate x scopes = 40 ms. The heavy scope must keep the rest of the
+   capacity. Then the same in REAL time for comparison (informational): rate 500/s, heavy
+   5,000 jobs (``--quick`` 2,000), a coordinator thread (``Coordinator.run_in_thread``) and
+   one worker running ``Worker.run`` (no-op handler, 8 slots), Redis TIME on both sides of
+   the wait; one round is then 4 ms.
 
-2. **Weighted shares.** Dependency rate 1000/s, burst 10 (a 10 ms step releases 10 jobs),
-   10 s of simulated time (10,000 releases). Three backlogged scopes with weights 1:2:4:
-   released shares vs 1/7, 2/7, 4/7 (target: each within 5% of its share). Four equal-weight
-   backlogged scopes: Jain's fairness index (target >= 0.99). Jobs released by ``submit``
-   itself (the burst, before the other scopes had submitted) are not counted. Also the SFQ
-   lag: the largest |S_i / w_i - S_j / w_j| over every prefix of the release order (S =
-   released cost) against the bound max_cost / w_i + max_cost / w_j.
+2. **Weighted shares.** Dependency rate 1000/s, burst 10 (a 10 ms fetch tick starts 10
+   jobs), 10 s of simulated time (10,000 starts). Three backlogged scopes with weights 1:2:4:
+   started shares vs 1/7, 2/7, 4/7 (target: each within 5% of its share). Four equal-weight
+   backlogged scopes: Jain's fairness index (target >= 0.99). Every job waits for a worker
+   (nothing is released at submit), so every start counts. Also the SFQ lag: the largest
+   |S_i / w_i - S_j / w_j| over every prefix of the start order (S = started cost) against
+   the bound max_cost / w_i + max_cost / w_j.
 
-3. **Release step cost vs active scopes**: 10, 1,000 and 100,000 active scopes (``--quick``
+3. **Release cost vs active scopes**: 10, 1,000 and 100,000 active scopes (``--quick``
    10,000), each with a few ready jobs (2 each at 100,000; enough for the whole measurement
    at 10 and 1,000), in three dependencies of the same Redis, built with ``submit_many`` at a
-   fixed explicit time. Dependency rate 1e6/s, burst 200: so 200 jobs of each dependency are
-   released at submit, the rest wait in their scope's ready line, every scope is in the fair
-   queue, and each release step (``Store.release(dep, now_us, max_steps=200)``, the explicit
-   time 1 ms further each call) releases exactly 200 jobs. Blocks of steps of the three
-   dependencies alternate (rotating order), so load on the machine hits all alike. Reported
-   per released job: wall time (one round trip per 200 jobs included) and time inside Redis
-   (``INFO commandstats`` EVALSHA usec / jobs), plus each command the script runs (calls and
-   usec per job, from the same deltas), which says what dominates. Target: cost grows no
-   faster than log(scopes): cost(100k) / cost(10) <= log(100000) / log(10) = 5 (``--quick``:
-   log(10000) / log(10) = 4), taken as the median over rounds of the ratio within a round
-   (the blocks of one round run back to back, so a burst of load from other processes on the
-   machine cancels out). ``used_memory`` delta of each build / its scopes is reported as
-   information, with ``MEMORY USAGE`` of the per-scope keys (sampled, before any release) for
-   the largest build.
+   fixed explicit time. Dependency rate 1e6/s, burst 200: every job waits in its scope's
+   ready line, every scope is in the fair queue, and each fetch (``fetch.lua`` through
+   :func:`janus.calls.fetch`, ``count`` 200, the explicit time 1 ms further each call)
+   releases exactly 200 jobs: fair-queue picks, stream entries, delivery and leases. Blocks
+   of fetches of the three dependencies alternate (rotating order), so load on the machine
+   hits all alike. Reported per released job: wall time (one round trip per 200 jobs
+   included) and time inside Redis (``INFO commandstats`` EVALSHA usec / jobs), plus each
+   command the script runs (calls and usec per job, from the same deltas), which says what
+   dominates. Target: cost grows no faster than log(scopes): cost(100k) / cost(10) <=
+   log(100000) / log(10) = 5 (``--quick``: log(10000) / log(10) = 4), taken as the median
+   over rounds of the ratio within a round (the blocks of one round run back to back, so a
+   burst of load from other processes on the machine cancels out). ``used_memory`` delta of
+   each build / its scopes is reported as information, with ``MEMORY USAGE`` of the
+   per-scope keys (sampled, before any release) for the largest build.
 
 Percentiles are nearest-rank. The result table marks each figure PASS or MISS against its
 target; a MISS still exits 0 (this is a benchmark, not a test); any failure of the run itself
-(a step that does not release what it must, a job never released) exits non-zero.
+(a fetch that does not release what it must, a job never started) exits non-zero.
 """
 
 from __future__ import annotations
@@ -62,9 +66,10 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from _common import (
     Admin,
@@ -81,22 +86,25 @@ from _common import (
     redis_line,
     redis_under_test,
 )
+from janus import calls
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
-from janus.decisions import parse_release
+from janus.decisions import FetchResult, LeasedJob
 from janus.keys import Keys
 from janus.policy import parse_policy_text
 from janus.store import Store
+from janus.worker import Worker
 
 PREFIX = "janusfair"
 HL, HLRT, WTD, EQ = "heavylight", "heavylight_rt", "weighted", "equal"
+GROUP = "fair"
 T0_US = 1_800_000_000_000_000  # a fixed, realistic Redis time (2027) in microseconds
 
 HL_RATE, HLRT_RATE = 100, 500
 WTD_RATE, WTD_BURST = 1000, 10
 WEIGHTS = {"w1": 1, "w2": 2, "w4": 4}
 EQUAL = ["e0", "e1", "e2", "e3"]
-SCALE_BURST = 200  # jobs per release step in phase 3 (= max_steps)
+SCALE_BURST = 200  # jobs per fetch in phase 3
 TICK_MS = 10
 
 SHARE_TOLERANCE = 0.05
@@ -105,20 +113,26 @@ JAIN_TARGET = 0.99
 UNLIMITED_SCOPES = "    scopes:\n      default: {rate: 1000000, burst: 1000000000}\n"
 
 
-def policy_text(scale: list[int]) -> str:
-    def dep(name: str, rate: int, burst: int, extra: str = "") -> str:
-        return (
-            f"  {name}:\n    rate: {rate}\n    burst: {burst}\n    max_cost: 1\n"
-            f"    max_wait: 1d\n    lease: 1h\n{UNLIMITED_SCOPES}{extra}"
-        )
+def dep_text(name: str, rate: int, burst: int, extra: str = "") -> str:
+    return (
+        f"  {name}:\n    rate: {rate}\n    burst: {burst}\n    max_cost: 1\n"
+        f"    max_wait: 1d\n    lease: 1h\n{UNLIMITED_SCOPES}{extra}"
+    )
 
+
+def explicit_policy_text(scale: list[int]) -> str:
+    """The dependencies driven with explicit time (applied in test mode)."""
     weights = "".join(f"      {s}: {{weight: {w}}}\n" for s, w in WEIGHTS.items())
     out = "dependencies:\n"
-    out += dep(HL, HL_RATE, 1) + dep(HLRT, HLRT_RATE, 1)
-    out += dep(WTD, WTD_RATE, WTD_BURST, weights) + dep(EQ, WTD_RATE, WTD_BURST)
+    out += dep_text(HL, HL_RATE, 1)
+    out += dep_text(WTD, WTD_RATE, WTD_BURST, weights) + dep_text(EQ, WTD_RATE, WTD_BURST)
     for n in scale:
-        out += dep(scale_dep(n), 1_000_000, SCALE_BURST)
+        out += dep_text(scale_dep(n), 1_000_000, SCALE_BURST)
     return out
+
+
+def realtime_policy_text() -> str:
+    return "dependencies:\n" + dep_text(HLRT, HLRT_RATE, 1)
 
 
 def scale_dep(n: int) -> str:
@@ -131,7 +145,7 @@ class Sizes:
     heavy_rt: int  # heavy backlog, real time
     scopes: list[int]  # phase 3 active scope counts (first and last are compared)
     rounds: int  # phase 3 alternating rounds
-    steps: int  # release steps per dependency per round
+    steps: int  # fetches per dependency per round
 
 
 FULL = Sizes(heavy=50_000, heavy_rt=5_000, scopes=[10, 1_000, 100_000], rounds=30, steps=10)
@@ -167,16 +181,25 @@ def ms(v: float) -> str:
     return f"{v:g} ms"
 
 
-def released_at_submit(decisions: list[Any]) -> set[str]:
-    return {d.job_id for d in decisions if d.status == "released"}
+def start_order(job: LeasedJob) -> tuple[int, int]:
+    """Sort key: the stream entry id (``<ms>-<seq>``) the attempt was handed over with."""
+    t, _, seq = job.token.partition("-")
+    return int(t), int(seq)
 
 
-def run_steps(coord: Coordinator, dep: str, clock: Clock, total_ms: int) -> int:
-    """One coordinator step every TICK_MS of explicit time; returns jobs released."""
-    released = 0
+def serve(worker: Worker, clock: Clock, total_ms: int) -> list[LeasedJob]:
+    """The worker asks for work every TICK_MS of explicit time for ``total_ms``, takes all
+    that may start and completes it at once; returns the attempts it started, in order."""
+    out: list[LeasedJob] = []
     for _ in range(total_ms // TICK_MS):
-        released += coord.step(dep, clock.advance_ms(TICK_MS)).released
-    return released
+        clock.advance_ms(TICK_MS)
+        while True:
+            jobs = worker.fetch(count=500, block_ms=None)
+            if not jobs:
+                break
+            worker.report([worker.completed(j) for j in jobs])
+            out += jobs
+    return out
 
 
 # --------------------------------------------------------------------------- phase 1
@@ -185,45 +208,66 @@ def run_steps(coord: Coordinator, dep: str, clock: Clock, total_ms: int) -> int:
 @dataclass
 class HeavyLight:
     waits_ms: list[int]
-    heavy_released: int  # heavy releases while the light scope was submitting
+    heavy_started: int  # heavy starts while the light scope was submitting
     window_ms: int
     submit_s: float
 
 
-def heavy_light_explicit(store: Store, heavy: int) -> HeavyLight:
-    clock = Clock()
-    jn = Janus(store, clock=clock)
+def heavy_light_explicit(jn: Janus, clock: Clock, heavy: int) -> HeavyLight:
     t0 = time.monotonic()
     jn.submit_many(HL, (Job(scope="heavy") for _ in range(heavy)))
     submit_s = time.monotonic() - t0
-    coord = Coordinator(store)
-    run_steps(coord, HL, clock, 1_000)  # the heavy backlog is being served
+    worker = jn.worker(HL, group=GROUP, consumer="w1")
+    serve(worker, clock, 1_000)  # the heavy backlog is being served
     submitted: dict[str, int] = {}
     start_ms = clock.now_ms
+    window: list[LeasedJob] = []
     for i in range(10):
         d = jn.submit(HL, scope="light", job_id=f"light-{i}")
         if d.status != "scheduled":
             raise RuntimeError(f"light job {i} was {d.status}, expected to wait behind heavy")
         submitted[d.job_id] = clock.now_ms
-        run_steps(coord, HL, clock, 100)
+        window += serve(worker, clock, 100)
+    started = {j.id: j.started_ms for j in window if j.scope == "light"}
     waits = []
     for job_id, at in submitted.items():
-        info = jn.job(HL, job_id)
-        if info is None or info.released_ms is None:
-            raise RuntimeError(f"light job {job_id} was never released")
-        waits.append(info.released_ms - at)
-    heavy_in_window = sum(
-        1 for at, scope, _c, _id in store.releases(HL) if scope == "heavy" and at > start_ms
-    )
+        if job_id not in started:
+            raise RuntimeError(f"light job {job_id} was never started")
+        waits.append(started[job_id] - at)
+    heavy_in_window = sum(1 for j in window if j.scope == "heavy")
     return HeavyLight(waits, heavy_in_window, clock.now_ms - start_ms, submit_s)
 
 
 @dataclass
 class HeavyLightRT:
     waits_ms: list[int]
-    dep_rate: float  # releases/s of the dependency while the light scope submitted
+    dep_rate: float  # starts/s of the dependency while the light scope submitted
     steps: int
     steps_per_s: float
+    fetches: int
+    fetches_per_s: float
+    jobs_per_fetch: float
+
+
+class CountingWorker(Worker):
+    """A Worker that counts its fetch calls and keeps every attempt it is handed."""
+
+    def __init__(self, store: Store, dependency: str, *, group: str, consumer: str) -> None:
+        super().__init__(store, dependency, group=group, consumer=consumer)
+        self.fetches = 0
+        self.seen: list[LeasedJob] = []
+        self._seen_lock = threading.Lock()
+
+    def fetch_result(self, count: int) -> FetchResult:
+        result = super().fetch_result(count)
+        with self._seen_lock:
+            self.fetches += 1
+            self.seen.extend(result.jobs)
+        return result
+
+    def started(self) -> list[LeasedJob]:
+        with self._seen_lock:
+            return list(self.seen)
 
 
 def heavy_light_realtime(url: str, store: Store, heavy: int) -> HeavyLightRT:
@@ -231,8 +275,19 @@ def heavy_light_realtime(url: str, store: Store, heavy: int) -> HeavyLightRT:
     jn.submit_many(HLRT, (Job(scope="heavy") for _ in range(heavy)))
     coord_store = Store.from_url(url, prefix=PREFIX)
     coord = Coordinator(coord_store, dependencies=[HLRT])
+    worker_store = Store.from_url(url, prefix=PREFIX)
+    worker = CountingWorker(worker_store, HLRT, group=GROUP, consumer="rt-w1")
+    # Worker.run: fetches into free slots (waiting for the work signal when there is
+    # none), runs the no-op handler in its pool, reports in batches.
+    wthread = threading.Thread(
+        target=worker.run,
+        args=(lambda job: None,),
+        kwargs={"concurrency": 8, "install_signals": False, "grace_s": 5.0},
+        daemon=True,
+    )
     t_start = time.monotonic()
     thread = coord.run_in_thread(check=False)
+    wthread.start()
     ids = [f"rt-light-{i}" for i in range(10)]
     try:
         time.sleep(0.5)  # the heavy backlog is being served
@@ -245,30 +300,39 @@ def heavy_light_realtime(url: str, store: Store, heavy: int) -> HeavyLightRT:
             if d.status == "rejected":
                 raise RuntimeError(f"real-time light job {job_id} rejected: {d.reason}")
         deadline = time.monotonic() + 5
-        while True:
-            info = jn.job(HLRT, ids[-1])
-            if info is not None and info.released_ms is not None:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("real-time light job not released within 5 s")
+        while not {j.id for j in worker.started()} >= set(ids):
+            if time.monotonic() > deadline or not wthread.is_alive():
+                raise RuntimeError("real-time light jobs not started within 5 s")
             time.sleep(0.01)
     finally:
+        worker.stop()
+        wthread.join(timeout=10)
         coord.stop()
         thread.join(timeout=10)
         t_run = time.monotonic() - t_start
         coord_store.close()
-    waits, first_sub, last_rel = [], None, 0
+        worker_store.close()
+    seen = worker.started()
+    started = {j.id: j.started_ms for j in seen}
+    waits, first_sub, last_start = [], None, 0
     for job_id in ids:
         info = jn.job(HLRT, job_id)
-        assert info is not None and info.released_ms is not None
-        assert info.submitted_ms is not None
-        waits.append(info.released_ms - info.submitted_ms)
+        assert info is not None and info.submitted_ms is not None
+        waits.append(started[job_id] - info.submitted_ms)
         first_sub = info.submitted_ms if first_sub is None else first_sub
-        last_rel = max(last_rel, info.released_ms)
+        last_start = max(last_start, started[job_id])
     assert first_sub is not None
-    n = sum(1 for at, _s, _c, _id in store.releases(HLRT) if first_sub <= at <= last_rel)
-    rate = n / max((last_rel - first_sub) / 1000, 1e-3)
-    return HeavyLightRT(waits, rate, coord.steps, coord.steps / t_run)
+    n = sum(1 for j in seen if first_sub <= j.started_ms <= last_start)
+    rate = n / max((last_start - first_sub) / 1000, 1e-3)
+    return HeavyLightRT(
+        waits,
+        rate,
+        coord.steps,
+        coord.steps / t_run,
+        worker.fetches,
+        worker.fetches / t_run,
+        len(seen) / max(worker.fetches, 1),
+    )
 
 
 # --------------------------------------------------------------------------- phase 2
@@ -277,36 +341,30 @@ def heavy_light_realtime(url: str, store: Store, heavy: int) -> HeavyLightRT:
 @dataclass
 class Shares:
     counts: dict[str, int]
-    at_submit: int
     worst: tuple[str, str, float, float]  # pair, its largest lag, its SFQ bound
 
 
-def backlogged(store: Store, dep: str, weights: dict[str, int], seconds: int) -> Shares:
-    clock = Clock()
-    jn = Janus(store, clock=clock)
+def backlogged(jn: Janus, clock: Clock, dep: str, weights: dict[str, int], seconds: int) -> Shares:
     # Enough backlog for every scope to stay backlogged the whole run, plus a margin.
     total = WTD_RATE * seconds
     wsum = sum(weights.values())
-    early: set[str] = set()
     for scope, w in weights.items():
         need = math.ceil(total * w / wsum * 1.2) + WTD_BURST + 10
-        early |= released_at_submit(jn.submit_many(dep, [Job(scope=scope) for _ in range(need)]))
-    run_steps(Coordinator(store), dep, clock, seconds * 1000)
+        jn.submit_many(dep, [Job(scope=scope) for _ in range(need)])
+    jobs = serve(jn.worker(dep, group=GROUP, consumer="w1"), clock, seconds * 1000)
     counts = dict.fromkeys(weights, 0)
-    served = dict.fromkeys(weights, 0.0)  # released cost / weight
+    served = dict.fromkeys(weights, 0.0)  # started cost / weight
     pairs = list(itertools.combinations(weights, 2))
     lag = dict.fromkeys(pairs, 0.0)
-    for _at, scope, cost, job_id in store.releases(dep):
-        if job_id in early:
-            continue
-        counts[scope] += cost
-        served[scope] += cost / weights[scope]
+    for job in sorted(jobs, key=start_order):
+        counts[job.scope] += job.cost
+        served[job.scope] += job.cost / weights[job.scope]
         for a, b in pairs:
             lag[(a, b)] = max(lag[(a, b)], abs(served[a] - served[b]))
     # SFQ: over any interval in which both stay backlogged, |S_a/w_a - S_b/w_b| <=
     # max_cost/w_a + max_cost/w_b (max_cost 1 here). Report the pair nearest its bound.
     a, b = max(pairs, key=lambda p: lag[p] / (1 / weights[p[0]] + 1 / weights[p[1]]))
-    return Shares(counts, len(early), (a, b, lag[(a, b)], 1 / weights[a] + 1 / weights[b]))
+    return Shares(counts, (a, b, lag[(a, b)], 1 / weights[a] + 1 / weights[b]))
 
 
 # --------------------------------------------------------------------------- phase 3
@@ -320,7 +378,7 @@ class Scale:
     mem_delta: int
     wall_ns: list[int] = field(default_factory=list)  # per round: wall ns per released job
     redis_us: list[float] = field(default_factory=list)  # per round: usec in Redis per job
-    stats: Stats = field(default_factory=dict)  # commandstats over all measured steps
+    stats: Stats = field(default_factory=dict)  # commandstats over all measured fetches
     jobs: int = 0
     calls: int = 0
     active_before: int = 0
@@ -334,7 +392,7 @@ def build_scale(jn: Janus, admin: Admin, scopes: int, per_scope: int) -> Scale:
     mem0 = admin.used_memory()
     t0 = time.monotonic()
     chunk: list[Job] = []
-    for _ in range(per_scope):  # scope-interleaved, so submit's burst takes one job of many
+    for _ in range(per_scope):  # scope-interleaved, as many producers would submit
         for name in names:
             chunk.append(Job(scope=name))
             if len(chunk) >= 20_000:
@@ -353,22 +411,32 @@ def measure_scale(
     now = T0_US
     client = store.client
 
-    def block(s: Scale, steps: int, record: bool) -> None:
+    def block(s: Scale, fetches: int, record: bool) -> None:
         nonlocal now
-        dep = scale_dep(s.scopes)
+        keys = store.keys(scale_dep(s.scopes))
         walls: list[int] = []
         gc.collect()
         gc.disable()
         before = admin.commandstats()
         try:
-            for _ in range(steps):
+            for _ in range(fetches):
                 now += 1000  # 1 ms: the dependency bucket is full (burst 200) again
+                call = calls.fetch(
+                    keys,
+                    group=GROUP,
+                    consumer="scale",
+                    count=SCALE_BURST,
+                    fetch_id=uuid.uuid4().hex,
+                    max_steps=4 * SCALE_BURST,
+                    now_us=now,
+                )
                 t0 = time.perf_counter_ns()
-                reply = store.release(dep, now, SCALE_BURST)
+                result = store.run(call)
                 walls.append(time.perf_counter_ns() - t0)
-                step = parse_release(reply)
-                if step.released != SCALE_BURST:
-                    problems.append(f"{dep}: a step released {step.released}, not {SCALE_BURST}")
+                if len(result.jobs) != SCALE_BURST:
+                    problems.append(
+                        f"{keys.dependency}: a fetch released {len(result.jobs)}, not {SCALE_BURST}"
+                    )
         finally:
             gc.enable()
         after = admin.commandstats()
@@ -376,15 +444,15 @@ def measure_scale(
             return
         delta: Stats = {}
         add_delta(delta, after, before)
-        jobs = steps * SCALE_BURST
-        calls, usec = delta.get("evalsha", (0, 0))
-        if calls != steps:
-            problems.append(f"{dep}: {calls} EVALSHA seen for {steps} steps")
+        jobs = fetches * SCALE_BURST
+        n_calls, usec = delta.get("evalsha", (0, 0))
+        if n_calls != fetches:
+            problems.append(f"{keys.dependency}: {n_calls} EVALSHA seen for {fetches} fetches")
         s.wall_ns.append(sum(walls) // jobs)
         s.redis_us.append(usec / jobs)
         add_delta(s.stats, delta, {})
         s.jobs += jobs
-        s.calls += steps
+        s.calls += fetches
 
     time.sleep(1)  # a pause between building and timing (Redis's cron runs meanwhile)
     for s in builds:
@@ -434,7 +502,12 @@ def run(sizes: Sizes, quick: bool) -> int:
         admin = Admin(list(pids))
         store = Store.from_url(url, prefix=PREFIX)
         jn = Janus(store)
-        jn.apply_policies(parse_policy_text(policy_text(sizes.scopes), "<bench policy>"))
+        # A client with a clock applies its policies in test mode: the scripts then take
+        # that clock's time for these dependencies (phases 1, 2 and 3).
+        hl_clock, wtd_clock, eq_clock, scale_clock = Clock(), Clock(), Clock(), Clock()
+        explicit = parse_policy_text(explicit_policy_text(sizes.scopes), "<bench policy>")
+        Janus(store, clock=hl_clock).apply_policies(explicit)
+        jn.apply_policies(parse_policy_text(realtime_policy_text(), "<bench policy, real time>"))
         environment = [
             redis_line(admin, url),
             f"{python_text()}; machine: {machine_text()}"
@@ -447,22 +520,25 @@ def run(sizes: Sizes, quick: bool) -> int:
             log(line)
 
         log(f"phase 1: heavy ({sizes.heavy:,} jobs) / light (10 jobs), explicit time")
-        hl = heavy_light_explicit(store, sizes.heavy)
-        log(f"phase 1b: heavy ({sizes.heavy_rt:,} jobs) / light, real time, coordinator thread")
+        hl = heavy_light_explicit(Janus(store, clock=hl_clock), hl_clock, sizes.heavy)
+        log(
+            f"phase 1b: heavy ({sizes.heavy_rt:,} jobs) / light, real time, coordinator and "
+            "worker threads"
+        )
         rt = heavy_light_realtime(url, store, sizes.heavy_rt)
 
         log("phase 2: weighted 1:2:4 and 4 equal scopes, 10 s explicit time each")
-        wtd = backlogged(store, WTD, WEIGHTS, 10)
-        eq = backlogged(store, EQ, dict.fromkeys(EQUAL, 1), 10)
+        wtd = backlogged(Janus(store, clock=wtd_clock), wtd_clock, WTD, WEIGHTS, 10)
+        eq = backlogged(Janus(store, clock=eq_clock), eq_clock, EQ, dict.fromkeys(EQUAL, 1), 10)
 
         measured = sizes.rounds * sizes.steps * SCALE_BURST + 4 * SCALE_BURST
         builds: list[Scale] = []
         for n in sizes.scopes:
             per_scope = max(2, math.ceil((measured + SCALE_BURST) / n) + 1)
             log(f"phase 3: building {n:,} active scopes x {per_scope} jobs")
-            builds.append(build_scale(jn, admin, n, per_scope))
+            builds.append(build_scale(Janus(store, clock=scale_clock), admin, n, per_scope))
         log(
-            f"phase 3: {sizes.rounds} alternating rounds of {sizes.steps} release steps "
+            f"phase 3: {sizes.rounds} alternating rounds of {sizes.steps} fetches "
             f"x {SCALE_BURST} jobs per dependency"
         )
         mem = memory_breakdown(jn, admin, builds[-1])  # before any of it is released
@@ -479,10 +555,10 @@ def run(sizes: Sizes, quick: bool) -> int:
     waits = hl.waits_ms
     report.section(
         f"1. heavy/light: heavy {sizes.heavy:,} queued, light 10 jobs / 100 ms; "
-        f"rate {rate}/s burst 1, step every {TICK_MS} ms (explicit time)"
+        f"rate {rate}/s burst 1, a worker fetches every {TICK_MS} ms (explicit time)"
     )
     report.add(
-        "light: first job's release delay",
+        "light: first job's wait to start",
         ms(waits[0]),
         f"<= {ms(round_ms)} (one round: 2 x 1 / {rate}/s)",
         waits[0] <= round_ms,
@@ -496,10 +572,10 @@ def run(sizes: Sizes, quick: bool) -> int:
     )
     report.add("light: wait max", ms(max(waits)))
     report.add(
-        f"heavy: released in the light window ({hl.window_ms} ms)",
-        f"{hl.heavy_released}",
+        f"heavy: started in the light window ({hl.window_ms} ms)",
+        f"{hl.heavy_started}",
         f"= {hl.window_ms * rate // 1000} - 10 light",
-        hl.heavy_released == hl.window_ms * rate // 1000 - 10,
+        hl.heavy_started == hl.window_ms * rate // 1000 - 10,
     )
     report.notes.append(
         f"heavy/light explicit: light waits {waits} ms; heavy backlog submitted in "
@@ -508,10 +584,10 @@ def run(sizes: Sizes, quick: bool) -> int:
     rt_round = scopes / HLRT_RATE * 1000
     report.section(
         f"1b. same in real time (comparison): heavy {sizes.heavy_rt:,}, rate {HLRT_RATE}/s, "
-        "coordinator thread"
+        "coordinator + worker threads"
     )
     report.add(
-        "light: first job's release delay", ms(rt.waits_ms[0]), f"(one round {rt_round:g} ms)"
+        "light: first job's wait to start", ms(rt.waits_ms[0]), f"(one round {rt_round:g} ms)"
     )
     report.add("light: wait p50", ms(pct(rt.waits_ms, 50)))
     report.add(
@@ -520,15 +596,14 @@ def run(sizes: Sizes, quick: bool) -> int:
     report.add(
         "dependency throughput while light submitted", f"{rt.dep_rate:.0f}/s", f"({HLRT_RATE}/s)"
     )
-    report.add(
-        "coordinator steps per second (reclaim + release each)",
-        f"{rt.steps_per_s:.0f}/s",
-        f"(1 job per step at burst 1: {1000 / rt.steps_per_s:.2f} ms per step)",
-    )
+    report.add("worker fetches per second", f"{rt.fetches_per_s:.0f}/s")
+    report.add("jobs per fetch", f"{rt.jobs_per_fetch:.2f}")
+    report.add("coordinator steps per second", f"{rt.steps_per_s:.0f}/s")
     report.notes.append(
         f"heavy/light real time: light waits {rt.waits_ms} ms (Redis ms: +/-1 ms is "
-        f"quantisation), {rt.steps} coordinator steps. With burst 1 a step that runs late "
-        "cannot catch up (the bucket holds one job), so throughput = 1 / step period"
+        f"quantisation), {rt.fetches} worker fetches, {rt.steps} coordinator steps. With "
+        "burst 1 a fetch that comes late cannot catch up (the bucket holds one job), so "
+        "throughput = 1 / the period at which the worker asks again when the bucket refills"
     )
 
     # ---- 2. weighted
@@ -538,7 +613,7 @@ def run(sizes: Sizes, quick: bool) -> int:
         share, want = wtd.counts[scope] / total, w / sum(WEIGHTS.values())
         dev = share / want - 1
         report.add(
-            f"weight {w}: share of {total:,} released",
+            f"weight {w}: share of {total:,} started",
             f"{share:.4f} ({dev:+.2%})",
             f"{w}/7 = {want:.4f} +/- 5%",
             abs(dev) <= SHARE_TOLERANCE,
@@ -553,24 +628,21 @@ def run(sizes: Sizes, quick: bool) -> int:
         )
     index = jain([float(v) for v in eq.counts.values()])
     report.add(
-        f"4 equal scopes: Jain's index ({sum(eq.counts.values()):,} released)",
+        f"4 equal scopes: Jain's index ({sum(eq.counts.values()):,} started)",
         f"{index:.5f}",
         f">= {JAIN_TARGET}",
         index >= JAIN_TARGET,
     )
     report.add(
-        "4 equal scopes: max - min released", str(max(eq.counts.values()) - min(eq.counts.values()))
+        "4 equal scopes: max - min started", str(max(eq.counts.values()) - min(eq.counts.values()))
     )
-    report.notes.append(
-        f"weighted counts {wtd.counts} ({wtd.at_submit} released at submit, not counted); "
-        f"equal counts {eq.counts} ({eq.at_submit} at submit)"
-    )
+    report.notes.append(f"weighted counts {wtd.counts}; equal counts {eq.counts}")
 
     # ---- 3. scale
     first, last = builds[0], builds[-1]
     report.section(
-        f"3. release step cost vs active scopes ({SCALE_BURST} jobs per step, "
-        f"{sizes.rounds} alternating rounds x {sizes.steps} steps; median of rounds)"
+        f"3. release (fetch) cost vs active scopes ({SCALE_BURST} jobs per fetch, "
+        f"{sizes.rounds} alternating rounds x {sizes.steps} fetches; median of rounds)"
     )
     for s in builds:
         wall = statistics.median(s.wall_ns) / 1000
@@ -613,7 +685,7 @@ def run(sizes: Sizes, quick: bool) -> int:
         )
     for s in builds:
         report.add(
-            f"{s.scopes:>7,} scopes: Redis held per step of {SCALE_BURST} jobs (median)",
+            f"{s.scopes:>7,} scopes: Redis held per fetch of {SCALE_BURST} jobs (median)",
             f"{statistics.median(s.redis_us) * SCALE_BURST / 1000:.2f} ms",
         )
     for s in builds:
@@ -630,9 +702,9 @@ def run(sizes: Sizes, quick: bool) -> int:
     for name, b in mem.items():
         report.add(f"  of which {name} (MEMORY USAGE)", f"{b:,.0f} B")
     report.notes.append(
-        "distinct scopes served per 200-job step = min(scopes, 200): "
+        "distinct scopes served per 200-job fetch = min(scopes, 200): "
         + ", ".join(f"{s.scopes:,} -> {min(s.scopes, SCALE_BURST)}" for s in builds)
-        + "; each costs one scope-state read and write per step (scope_get HMGET, "
+        + "; each costs one scope-state read and write per fetch (scope_get HMGET, "
         "scope_flush HSET + PERSIST), so below 200 scopes that cost is shared by several jobs"
     )
     for s in builds:
@@ -640,9 +712,9 @@ def run(sizes: Sizes, quick: bool) -> int:
         evalsha = s.stats.get("evalsha", (0, 0))[1] / jobs
         inner = sorted(
             (
-                (usec / jobs, calls / jobs, name)
-                for name, (calls, usec) in s.stats.items()
-                if name not in ("evalsha", "info") and calls > 0
+                (usec / jobs, n_calls / jobs, name)
+                for name, (n_calls, usec) in s.stats.items()
+                if name not in ("evalsha", "info") and n_calls > 0
             ),
             reverse=True,
         )

@@ -19,18 +19,24 @@ window, i.e. exactly the calls that got a 503.
 outage + 3 s (``--quick`` 2 s), 4 tenants in turn. **Workers**: 4 threads per side; each
 fetched job makes ONE call to the dependency.
 
-**Janus side**: ``Janus.submit`` -> coordinator (``Coordinator(...).run_in_thread()``) ->
-workers looping ``Worker.fetch(count=10, block_ms=100)``, then ``complete(job)`` on success or
-``fail(job, "http_503")`` on a 503. Workers never retry; Janus decides, under the policy of
-:func:`policy_text` (the test's policy with this bench's numbers): rate 200/s (burst 50),
-max_attempts 3, backoff base 200 ms x 2^n with full jitter, retry budget ratio 0.1 + 1/s
-(window 10 s, max_wait 20 s; ``--quick`` 8 s, which bounds how long retries may wait and so the
-run's length), and a circuit breaker (failure_ratio 0.5 over 5 s, min 20 requests, open 1 s
-doubling to at most 2 s, 3 half-open probes). A monitor thread reads the circuit state, the
+**Janus side**: ``Janus.submit`` (the job waits in Janus) -> workers looping
+``Worker.fetch(count=10, block_ms=100)`` (the fetch is the release: each attempt a worker gets
+is started under every limit, and is the one call it makes), then ``complete(job)`` on
+success or ``fail(job, "http_503")`` on a 503; a coordinator (``Coordinator(...)
+.run_in_thread()``) is the timer that moves due retries and wakes idle workers. Workers never
+retry; Janus decides, under the policy of :func:`policy_text` (the test's policy with this
+bench's numbers): rate 200/s (burst 50), max_attempts 3, backoff base 200 ms x 2^n with full
+jitter, retry budget ratio 0.1 + 1/s (window 10 s), and a circuit breaker (failure_ratio 0.5
+over 5 s, min 20 requests, open 1 s doubling to at most 2 s, 3 half-open probes). A retry
+that finds no budget token is parked: it waits (free, never dead-lettered for waiting) and
+comes back when a token exists. Attempts are the started attempts: every attempt a worker is
+handed makes exactly one call (checked). A monitor thread reads the circuit state, the
 budget balance (state hash fields ``b_milli``/``b_at``, refilled to Redis TIME exactly as
-``include/limits.lua`` does) and ``status().scheduled`` every 10 ms. The run ends when nothing
-is scheduled, in flight or on the stream (bounded wait); each job's outcome is read back with
-``Janus.job`` and the dead letters' reasons with ``Janus.dead_letters``.
+``include/budget.lua`` does), ``status().scheduled`` and ``status().parked`` every 10 ms.
+The run ends when nothing is waiting, in flight or on the stream, or, since parked retries
+drain at the budget's pace (after the producers stop, ``min_per_second`` = 1 per second),
+once everything still waiting is a parked retry (bounded wait); each job's outcome is read
+back with ``Janus.job`` and the dead letters' reasons with ``Janus.dead_letters``.
 
 **Naive baseline**: what Celery's ``autoretry_for`` + ``retry_backoff`` + ``retry_jitter``
 (its default, True) does: on a 503 the worker re-publishes the job with a countdown, up to 3
@@ -40,7 +46,7 @@ own default factor is 1 s in whole seconds: the same 3 attempts, spread wider), 
 differences between the sides are the budget, the circuit and who decides. Transport: plain
 Redis on the same server: a list (LPUSH by producers, BRPOP by workers) for ready jobs and a
 sorted set scored by ETA for countdowns, moved back to the list by one mover thread every 5 ms
-(the role Celery's worker timer plays, and Janus's coordinator on the other side). That is
+(the role Celery's worker timer plays, and Janus's coordinator does on the other side). That is
 cheaper per message than Janus's scripts, adds no limit of its own, and the attempt counts do
 not depend on transport speed as long as workers keep up (checked below: every job whose
 retries all fall inside the outage makes its 3 attempts), so it cannot favour Janus.
@@ -100,6 +106,7 @@ from _common import (
 )
 from janus.client import Janus
 from janus.coordinator import Coordinator
+from janus.decisions import LeasedJob
 from janus.errors import LeaseLost
 from janus.keys import Keys
 from janus.policy import interval_us, parse_policy_text
@@ -132,7 +139,7 @@ OPEN_S, OPEN_MAX_S = 1.0, 2.0
 RAMP_S = sum(BACKOFF_BASE_S * BACKOFF_FACTOR**n for n in range(MAX_ATTEMPTS - 1))
 
 
-def policy_text(budget_wait_s: float) -> str:
+def policy_text() -> str:
     """The Janus policy of the run (the test's shape with this bench's numbers)."""
     return f"""
 dependencies:
@@ -146,8 +153,7 @@ dependencies:
       backoff: {{base: {int(BACKOFF_BASE_S * 1000)}ms, factor: {BACKOFF_FACTOR}, max: 5s,
                  jitter: full}}
       retry_on: [http_5xx]
-      budget: {{ratio: {RATIO}, min_per_second: {MPS}, max_wait: {int(budget_wait_s)}s,
-                window: {int(WINDOW_S)}s}}
+      budget: {{ratio: {RATIO}, min_per_second: {MPS}, window: {int(WINDOW_S)}s}}
     circuit: {{failure_ratio: 0.5, min_requests: 20, window: 5s, open_for: {int(OPEN_S)}s,
               open_for_max: {int(OPEN_MAX_S)}s, half_open_probes: 3}}
 """
@@ -161,8 +167,7 @@ class Phases:
     lead_s: float
     outage_s: float
     tail_s: float  # producers keep submitting this long after the outage
-    budget_wait_s: float  # the policy's budget.max_wait: bounds how long retries may wait
-    drain_s: float  # bounded wait for every job to finish once producers stop
+    drain_s: float  # bounded wait, once producers stop, until only parked retries wait
 
     @property
     def submit_s(self) -> float:
@@ -176,8 +181,8 @@ class Phases:
         return self.lead_s <= t < self.outage_end
 
 
-FULL = Phases(lead_s=3.0, outage_s=10.0, tail_s=3.0, budget_wait_s=20.0, drain_s=40.0)
-QUICK = Phases(lead_s=2.0, outage_s=5.0, tail_s=2.0, budget_wait_s=8.0, drain_s=30.0)
+FULL = Phases(lead_s=3.0, outage_s=10.0, tail_s=3.0, drain_s=40.0)
+QUICK = Phases(lead_s=2.0, outage_s=5.0, tail_s=2.0, drain_s=30.0)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -276,7 +281,7 @@ class Submitted:
     job_id: str
     t: float  # seconds since t0, just before the submit
     wall_ms: int
-    status: str  # janus: released | scheduled | rejected:<reason>; naive: queued
+    status: str  # janus: ready | scheduled | rejected:<reason>; naive: queued
 
 
 def produce(
@@ -316,7 +321,9 @@ class SideResult:
     t0_wall: float
     calls: list[Call]
     submitted: list[Submitted]
-    outcome: dict[str, str]  # job id -> completed | dead:<reason> | failed | unfinished
+    # job id -> completed | dead:<reason> | failed | unfinished | waiting (Janus: a retry
+    # still parked for a budget token when the run ended)
+    outcome: dict[str, str]
     latency_s: dict[str, float]  # completed job id -> submit -> completion, seconds
     run_s: float  # t0 -> last job finished
     samples: list[Sample] = field(default_factory=list)  # Janus monitor
@@ -421,11 +428,12 @@ class Sample:
     until_us: int
     opens: int
     budget: float  # tokens, refilled to now_us as budget_refill would
-    queued: int
+    queued: int  # jobs waiting in Janus (status().scheduled: parked retries included)
+    parked: int  # of which retries parked for a budget token
 
 
 def budget_tokens(b_milli: int | None, b_at: int | None, now_us: int) -> float:
-    """The retry budget's balance at now_us, refilled lazily exactly as limits.lua does."""
+    """The retry budget's balance at now_us, refilled lazily exactly as budget.lua does."""
     if b_milli is None or b_at is None:
         return 0.0
     mps_milli = round(MPS * 1000)
@@ -440,7 +448,7 @@ def open_duration_us(opens: int) -> int:
 
 def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
     jn = Janus.from_url(url, prefix=PREFIX)
-    jn.apply_policies(parse_policy_text(policy_text(phases.budget_wait_s), "<retry_storm>"))
+    jn.apply_policies(parse_policy_text(policy_text(), "<retry_storm>"))
     jw = Janus.from_url(url, prefix=PREFIX)  # the workers' handle (thread-safe, shared)
     coord_store = Store.from_url(url, prefix=PREFIX)
     coord = Coordinator(coord_store, dependencies=[DEP])
@@ -453,6 +461,7 @@ def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
     threads = Threads(problems)
     submitted: list[Submitted] = []
     samples: list[Sample] = []
+    started: list[LeasedJob] = []  # every attempt a worker was handed
     lease_lost = 0
     lock = threading.Lock()
 
@@ -464,8 +473,11 @@ def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
         nonlocal lease_lost
         w = workers[index]
         while not threads.stop.is_set():
-            for job in w.fetch(count=FETCH, block_ms=100):
-                ok = dep.call(job.attempt, job.id, int(job.token.split("-", 1)[0]))
+            jobs = w.fetch(count=FETCH, block_ms=100)
+            with lock:
+                started.extend(jobs)
+            for job in jobs:
+                ok = dep.call(job.attempt, job.id, job.started_ms)
                 try:
                     if ok:
                         w.complete(job)
@@ -478,13 +490,13 @@ def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
     def monitor() -> None:
         while not threads.stop.is_set():
             # The budget's balance and the circuit's open count are not in status(): read
-            # the state hash fields the scripts keep them in (include/limits.lua).
+            # the state hash fields the scripts keep them in (include/core.lua).
             pipe = monitor_client.pipeline(transaction=False)
             pipe.hmget(keys.state, "c_state", "c_until", "c_opens", "b_milli", "b_at")
             pipe.time()
             (state, until, opens, b_milli, b_at), (sec, usec) = pipe.execute()
             now_us = int(sec) * 1_000_000 + int(usec)
-            queued = jn.status(DEP).scheduled  # delay queue and ready lines
+            st = jn.status(DEP)  # waiting: delay queue, ready lines, parked retries
 
             def num(raw: bytes | None) -> int | None:
                 return None if raw is None else int(raw)
@@ -497,14 +509,18 @@ def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
                     until_us=num(until) or 0,
                     opens=num(opens) or 0,
                     budget=budget_tokens(num(b_milli), num(b_at), now_us),
-                    queued=int(queued),
+                    queued=st.scheduled,
+                    parked=st.parked,
                 )
             )
             threads.stop.wait(MONITOR_S)
 
     def finished() -> bool:
+        """Nothing left but retries parked for a budget token (they come back one per token,
+        after the producers stop one per second: waiting for them would only measure the
+        budget's refill rate)."""
         st = jn.status(DEP)
-        return st.scheduled == 0 and st.in_flight == 0 and st.stream_length == 0
+        return st.scheduled == st.parked and st.in_flight == 0 and st.stream_length == 0
 
     coord_thread = coord.run_in_thread()
     try:
@@ -555,13 +571,22 @@ def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
             elif info.status == "dead":
                 outcome[s.job_id] = f"dead:{reasons.get(s.job_id, '?')}"
                 last_ms = max(last_ms, info.finished_ms or 0)
+            elif info.status == "failed":
+                outcome[s.job_id] = "waiting"  # its retry waits (parked for a budget token)
             else:
                 outcome[s.job_id] = "unfinished"
+        parked_left = jn.status(DEP).parked
     finally:
         monitor_client.close()
         coord_store.close()
         jw.close()
         jn.close()
+    # Attempts = started attempts: every attempt a worker was handed made one call.
+    if len(started) != len(dep.calls):
+        problems.append(f"janus: {len(started)} attempts started but {len(dep.calls)} calls made")
+    waiting = sum(1 for o in outcome.values() if o == "waiting")
+    if waiting != parked_left:
+        problems.append(f"janus: {waiting} jobs wait for a retry, {parked_left} parked")
     return SideResult(
         "janus",
         t0_wall,
@@ -592,6 +617,7 @@ class Figures:
     completed: int
     dead: dict[str, int]
     unfinished: int
+    waiting: int  # Janus: retries still parked for a budget token at the end
 
     @property
     def attempts(self) -> int:
@@ -611,7 +637,7 @@ def figures(res: SideResult, phases: Phases) -> Figures:
     whole = [s for s in range(math.ceil(phases.lead_s), int(phases.outage_end))]
     dead: dict[str, int] = {}
     for o in res.outcome.values():
-        if o not in ("completed", "unfinished"):
+        if o.startswith("dead:") or o == "failed":
             dead[o] = dead.get(o, 0) + 1
     return Figures(
         submitted=len(res.submitted),
@@ -624,6 +650,7 @@ def figures(res: SideResult, phases: Phases) -> Figures:
         completed=sum(1 for o in res.outcome.values() if o == "completed"),
         dead=dead,
         unfinished=sum(1 for o in res.outcome.values() if o == "unfinished"),
+        waiting=sum(1 for o in res.outcome.values() if o == "waiting"),
     )
 
 
@@ -661,13 +688,15 @@ def timeline(naive: SideResult, janus: SideResult, phases: Phases) -> None:
                 ">".join(states) or "-",
                 f"{in_sec[-1].budget:.1f}" if in_sec else "-",
                 str(in_sec[-1].queued) if in_sec else "-",
+                str(in_sec[-1].parked) if in_sec else "-",
             ]
         )
     print_grid(
         "Attempts the dependency saw per second (t = seconds since the side's start; outage = "
         f"{phases.lead_s:g}-{phases.outage_end:g} s). Janus circuit: C closed, O open, H "
         f"half-open (sampled every {MONITOR_S * 1000:.0f} ms); budget: retry tokens, queued: jobs "
-        "waiting in Janus (status().scheduled), both at the end of the second.",
+        "waiting in Janus (status().scheduled), parked: of which retries waiting for a budget "
+        "token (status().parked), all at the end of the second.",
         [
             "t (s)",
             "phase",
@@ -678,6 +707,7 @@ def timeline(naive: SideResult, janus: SideResult, phases: Phases) -> None:
             "circuit",
             "budget",
             "queued",
+            "parked",
         ],
         rows,
     )
@@ -830,6 +860,7 @@ def report_results(
     both("completed", lambda f, r: str(f.completed))
     both("dead / failed for good", lambda f, r: dead_text(f))
     both("unfinished at the end", lambda f, r: str(f.unfinished))
+    both("waiting at the end (retries parked for a budget token)", lambda f, r: str(f.waiting))
     both("submit -> completed p50/p99/max, all jobs", lambda f, r: latency_text(r, phases, False))
     both(
         "submit -> completed p50/p99/max, submitted in outage",
@@ -958,15 +989,15 @@ def report_results(
     for prev, smp in zip(janus.samples, janus.samples[1:], strict=False):
         if prev.t > last_first and prev.queued and prev.budget >= 1 and prev.circuit == "closed":
             idle += smp.t - prev.t
-    budget_dead = jf.dead.get("dead:retry_budget_exhausted", 0)
+    parked = max((s.parked for s in janus.samples), default=0)
     report.notes.append(
-        f"Janus after the last first attempt (t={last_first:.1f} s) only retries waited: for "
-        f"{idle:.1f} s of that time they waited while the circuit was closed and the budget "
-        f"held >= 1 token (a retry deferred for want of budget is re-scored 1 / "
-        f"min_per_second after the previous one, so later deposits do not bring it forward); "
-        f"{budget_dead} reached budget.max_wait ({phases.budget_wait_s:g} s) and were "
-        f"dead-lettered retry_budget_exhausted, {jf.dead.get('dead:attempts_exhausted', 0)} "
-        f"used their {MAX_ATTEMPTS} attempts"
+        f"Janus after the last first attempt (t={last_first:.1f} s) only retries waited; for "
+        f"{idle:.1f} s of that time work waited while the circuit was closed and the budget "
+        "held >= 1 token (time a token sat unused). Up to "
+        f"{parked} retries were parked at once for want of a token; {jf.waiting} were still "
+        f"parked when the run ended (they come back one per token, {MPS:g}/s once the "
+        "producers stop: waiting is free and never dead-letters a job); "
+        f"{jf.dead.get('dead:attempts_exhausted', 0)} used their {MAX_ATTEMPTS} attempts"
     )
     report.notes.append(
         "test_outage.py's carried term uses min_per_second x window (10 s) for the time part; "
@@ -1006,7 +1037,7 @@ def run(phases: Phases, quick: bool) -> int:
         log("naive baseline: Celery-style autoretry over a Redis list + ETA zset")
         naive = run_naive(url, phases, problems)
         log(f"naive done: {len(naive.calls)} attempts, run {naive.run_s:.1f} s")
-        log("Janus: submit -> coordinator -> workers; Janus decides retries")
+        log("Janus: submit -> workers fetch (the release) and report; Janus decides retries")
         janus = run_janus(url, phases, problems)
         log(f"Janus done: {len(janus.calls)} attempts, run {janus.run_s:.1f} s")
 

@@ -57,13 +57,13 @@
 
 --- @include "due"
 
-local now = now_from(ARGV[5])
-local now_ms = math.floor(now / 1000)
 local group, consumer, fetch_id = ARGV[6], ARGV[7], ARGV[9]
 local count = tonumber(ARGV[8])
 local job_prefix = ARGV[1]
 
 local policy = load_policy(KEYS[1])
+local now = now_from(ARGV[5], policy)
+local now_ms = math.floor(now / 1000)
 if not policy then
   return {'unknown_dependency', now_ms, -1, 0, 0, 0}
 end

@@ -19,10 +19,10 @@
 
 --- @include "leases"
 
-local now = now_from(ARGV[2])
-local now_ms = ms_of(now)
 local count = tonumber(ARGV[3])
 local policy = load_policy(KEYS[1])
+local now = now_from(ARGV[2], policy)
+local now_ms = ms_of(now)
 local out = {}
 for i = 1, count do
   local base = 3 + (i - 1) * 3

@@ -30,11 +30,11 @@
 --- @include "signals"
 
 local job_prefix = ARGV[1]
-local now = now_from(ARGV[3])
-local now_ms = ms_of(now)
 local count = tonumber(ARGV[4])
 local out = {}
 local policy = load_policy(KEYS[1])
+local now = now_from(ARGV[3], policy)
+local now_ms = ms_of(now)
 if not policy then
   for i = 1, count do
     out[i] = 'unknown_dependency'

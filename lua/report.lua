@@ -8,7 +8,8 @@
 --              retention, its quota reservation settles to actual_cost (-1: as declared)
 --   failed     Janus decides, atomically, whether the job runs again and when, or is
 --              dead-lettered (retry_or_dead in include/retry.lua: retry_on, max_attempts,
---              backoff with deterministic jitter, Retry-After pauses, circuit breaker)
+--              backoff with deterministic jitter, Retry-After pauses, circuit breaker); the
+--              attempt is charged to the quota: actual_cost, or as declared (-1)
 --   returned   the worker gives back a job it never started (shutting down, or its lease
 --              was too short to start it): the attempt does not count, its quota
 --              reservation and retry token are given back, and the job goes back to the head
@@ -46,20 +47,39 @@
 --- @include "due"
 
 local FIELDS, FIRST = 9, 6
-local now = now_from(ARGV[5])
 local count = tonumber(ARGV[6])
 local job_prefix = ARGV[1]
 local KINDS = {completed = true, failed = true, returned = true}
+local MAX_COST, MAX_MS = 1000000000000000, 3153600000000  -- 1e15; 100 years
+
+-- An integer in [lo, hi], or nil (numbers from a worker are never trusted to fit).
+local function int_in(raw, lo, hi)
+  local n = tonumber(raw)
+  if n and n == math.floor(n) and n >= lo and n <= hi then
+    return n
+  end
+  return nil
+end
 
 for i = 1, count do
   local base = FIRST + (i - 1) * FIELDS
-  if not KINDS[ARGV[base + 5]] or not tonumber(ARGV[base + 2]) or
-      not tonumber(ARGV[base + 6]) or not tonumber(ARGV[base + 8]) then
-    return redis.error_reply('JANUS_INVALID ' .. i .. ' unreadable outcome')
+  local why = nil
+  if not KINDS[ARGV[base + 5]] then
+    why = 'outcome must be completed, failed or returned'
+  elseif not int_in(ARGV[base + 2], 1, MAX_COST) then
+    why = 'attempt must be an integer >= 1'
+  elseif not int_in(ARGV[base + 6], -1, MAX_COST) then
+    why = 'actual_cost must be an integer between 0 and 10^15'
+  elseif not int_in(ARGV[base + 8], 0, MAX_MS) then
+    why = 'retry_after_ms must be an integer between 0 and 100 years'
+  end
+  if why then
+    return redis.error_reply('JANUS_INVALID ' .. i .. ' ' .. why)
   end
 end
 
 local policy = load_policy(KEYS[1])
+local now = now_from(ARGV[5], policy)
 local ctx = nil
 if policy then
   ctx = new_ctx(policy, now, {policy = KEYS[1], scopes = KEYS[2], state = KEYS[3],
@@ -118,7 +138,11 @@ for i = 1, count do
       local error = ARGV[base + 7]
       local history = history_with(job_key, {attempt = attempt, outcome = 'failed',
         error = error, consumer = job.consumer, at_ms = now_ms, detail = ARGV[base + 9]})
-      quota_settle(job_key, job_enc, attempt, nil, now_ms)
+      local actual = tonumber(ARGV[base + 6])
+      if actual < 0 then
+        actual = job.cost  -- a failed attempt may have spent its cost: it is charged
+      end
+      quota_settle(job_key, job_enc, attempt, actual, now_ms)
       decision, at = retry_or_dead(ctx, job_key, job_enc, job, error,
         tonumber(ARGV[base + 8]), history)
       if decision ~= 'retry' then

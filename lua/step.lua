@@ -42,9 +42,9 @@
 
 --- @include "due"
 
-local now = now_from(ARGV[5])
 local FAR = 9000000000000000
 local policy = load_policy(KEYS[1])
+local now = now_from(ARGV[5], policy)
 if not policy then
   return {0, 0, 0, 0, 0, -1, now}
 end

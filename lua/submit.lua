@@ -15,9 +15,10 @@
 -- otherwise it waits in the delay queue until its scope allows it (and the coordinator is
 -- woken if that is earlier than it planned to look). It is rejected, with nothing kept,
 -- when its scope's waiting line is full (max_queued / max_queued_cost: scope_queue_full),
--- its quota is spent and the policy says reject (quota_exhausted), or the estimated wait
--- exceeds max_wait (max_wait_exceeded, or circuit_open / dependency_paused when that is
--- what holds it). A job id that already exists returns that job's state and changes
+-- or the estimated wait exceeds max_wait (max_wait_exceeded, or quota_exhausted /
+-- circuit_open / dependency_paused when that is what holds it). The quota counts the
+-- scope's waiting work too and fits it into later windows; with on_exhausted: wait the
+-- quota's wait is not bounded by max_wait. A job id that already exists returns that job's state and changes
 -- nothing, so a repeated call is a no-op.
 --
 -- KEYS[1] policy     hash    compiled limits of the dependency (read only)
@@ -55,12 +56,12 @@
 --- @include "fairq"
 
 local job_prefix = ARGV[1]
-local now = now_from(ARGV[5])
 local count = tonumber(ARGV[6])
 local FIELDS = 6
 local FIRST = 6
 
 local policy = load_policy(KEYS[1])
+local now = now_from(ARGV[5], policy)
 if not policy then
   local out = {}
   for i = 1, count do
@@ -104,7 +105,12 @@ local function emit(status, reason, nb_ms, ra_ms, created, attempt, state)
   out[n + 5], out[n + 6], out[n + 7] = created, attempt, state
 end
 
+-- Times that go back to the caller are kept within 100 years (an extreme policy can
+-- estimate further; Lua would turn that into a nonsensical integer).
+local HORIZON = 100 * 365 * 86400 * 1000000
+
 local function reject(reason, at)
+  at = math.min(at, now + HORIZON)
   emit('rejected', reason, math.ceil(at / 1000), math.ceil((at - now) / 1000), 0, 0, '')
 end
 
@@ -134,12 +140,11 @@ for i = 1, count do
       -- Backpressure: about when the line will have drained enough, at the scope's rate.
       full_at = now + math.max(sc.qc + cost - math.max(lim.max_queued_cost, 0), 1) * lim.interval
     end
-    -- The quota must also fit everything this scope already has waiting.
+    -- The quota must also fit everything this scope already has waiting (in later windows,
+    -- if need be).
     local q_at = quota_at(ctx, sc, sc.qc + cost)
     if full_at then
       reject('scope_queue_full', full_at)
-    elseif lim.q_limit > 0 and lim.q_wait == 0 and (not q_at or q_at > now) then
-      reject('quota_exhausted', q_at or (now + lim.q_period * 1000))
     else
       -- Estimate: the scope's eligibility, the quota, the circuit, and the dependency's
       -- capacity after the cost served first: this scope's own waiting work, and what the
@@ -152,26 +157,32 @@ for i = 1, count do
       end
       local ahead = sc.qc + (tag - ctx.vtime) * math.max(others, 0) / 1000000
       local dep_at = gcra_earliest(ctx.dtat, now, ahead + cost, policy.interval_us, policy.burst)
-      local not_before = math.max(eligible, dep_at, q_at or now)
+      local bounded = math.max(eligible, dep_at)
       local circuit_at = circuit_blocks(ctx)
       if circuit_at and ctx.circuit.state == 'open' then
-        not_before = math.max(not_before, circuit_at)
+        bounded = math.max(bounded, circuit_at)
       end
-      if not_before - now > policy.max_wait_ms * 1000 then
+      -- max_wait bounds every wait, the quota's too unless the policy says on_exhausted:
+      -- wait (then the job is held until its quota admits it, however long).
+      local not_before = math.max(bounded, q_at)
+      if lim.q_wait == 0 then
+        bounded = not_before
+      end
+      if bounded - now > policy.max_wait_ms * 1000 then
         local reason = 'max_wait_exceeded'
-        if circuit_at and ctx.circuit.state == 'open' and circuit_at >= not_before then
+        if circuit_at and ctx.circuit.state == 'open' and circuit_at >= bounded then
           reason = 'circuit_open'
-        elseif q_at and q_at >= not_before and q_at > now then
+        elseif lim.q_wait == 0 and q_at >= bounded and q_at > now then
           reason = 'quota_exhausted'
         elseif ctx.paused_until > now or sc.pu > now then
           reason = 'dependency_paused'
         end
-        reject(reason, not_before)
+        reject(reason, bounded)
       else
         dirty = true
         sc.stat = gcra_take(sc.stat, eligible, cost, lim.interval)
         sc.dirty = true
-        local nb_ms = math.ceil(not_before / 1000)
+        local nb_ms = math.ceil(math.min(not_before, now + HORIZON) / 1000)
         redis.call('HSET', job_key, 'id', job_id, 'scope', scope, 'scope_enc', scope_enc,
           'cost', cost, 'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms,
           'status', 'scheduled', 'attempt', 0)

@@ -5,9 +5,21 @@
 -- integer units; the retry budget in milli-tokens. Lua numbers are doubles: every value
 -- kept here stays below 2^53 (timestamps in us are ~1.8e15).
 
-local function now_from(arg)
-  if arg ~= nil and arg ~= '' then
-    return tonumber(arg)
+-- The one clock: Redis TIME. An explicit time (`arg`, in us) is honoured only for a
+-- dependency whose policy was applied in test mode (by janus.testing: the policy field
+-- test_clock = 1, which `janus doctor` and the coordinator report loudly); anywhere else it
+-- is refused, before anything is written, so no caller can move time for everyone.
+local function now_from(arg, policy)
+  if arg ~= nil and arg ~= '' and policy then  -- (no policy: nothing is written anyway)
+    if policy.test_clock ~= 1 then
+      error({err = 'JANUS_INVALID - explicit time is refused: the dependency is not in test ' ..
+        'mode (only janus.testing applies policies that accept a test clock)'})
+    end
+    local n = tonumber(arg)
+    if not n or n ~= math.floor(n) or n < 0 or n > 4000000000000000 then
+      error({err = 'JANUS_INVALID - explicit time must be whole microseconds since 1970'})
+    end
+    return n
   end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -30,7 +42,7 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
   'budget_max_wait_ms', 'budget_window_ms', 'circuit_enabled', 'circuit_failure_milli',
   'circuit_min_requests', 'circuit_window_ms', 'circuit_open_ms', 'circuit_open_max_ms',
   'circuit_probes', 'scope_max_queued', 'scope_max_queued_cost', 'scope_quota_limit',
-  'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version'}
+  'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version', 'test_clock'}
 
 -- Returns the compiled policy as a table of numbers, or nil when none is applied. It is read
 -- from one field, `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua):

@@ -7,7 +7,7 @@
 --                    scope's ready line (in time order, so each scope keeps its order)
 --   wake_throttled   scopes set aside by their own bucket or quota rejoin the fair queue
 --   unpark_retries   retries parked for want of a retry token rejoin their ready line,
---                    as many as there are tokens
+--                    as many as there are tokens (each token set aside for its retry)
 --   pick             the fair queue's next job that may be released now
 --   next_event       when something next comes due (for the coordinator's timer)
 --
@@ -45,7 +45,7 @@ local function reclaim_expired(ctx)
       local history = history_with(job_key, {attempt = job.attempt, outcome = 'failed',
         error = 'lease_expired', consumer = f[8] or '', at_ms = ctx.now_ms})
       end_entry(f[10], f[11], job.token)
-      quota_settle(job_key, job_enc, job.attempt, nil, ctx.now_ms)
+      quota_settle(job_key, job_enc, job.attempt, job.cost, ctx.now_ms)  -- it may have spent
       local decision = retry_or_dead(ctx, job_key, job_enc, job, 'lease_expired', 0, history)
       ctx.reclaimed = (ctx.reclaimed or 0) + 1
       if decision == 'retry' then
@@ -114,8 +114,13 @@ local function unpark_retries(ctx)
     ctx.steps = ctx.steps + 1
     redis.call('ZREM', ctx.keys.parked, job_enc)
     ctx.parked = math.max(ctx.parked - 1, 0)
-    local scope_enc = redis.call('HGET', ctx.job_prefix .. job_enc, 'scope_enc')
+    local job_key = ctx.job_prefix .. job_enc
+    local scope_enc = redis.call('HGET', job_key, 'scope_enc')
     if scope_enc then
+      -- The token is set aside for this retry now (`bpaid`), so the next look at the
+      -- budget is when the token after it arrives, not again and again until it is fetched.
+      budget_take(ctx)
+      redis.call('HSET', job_key, 'bpaid', 1)
       enqueue_ready(ctx, scope_get(ctx, scope_enc), job_enc)
     else
       ctx.queued_count = math.max(ctx.queued_count - 1, 0)
@@ -154,7 +159,8 @@ local function pick(ctx)
     local job_enc = redis.call('LINDEX', line, 0)
     local f = nil
     if job_enc then
-      f = redis.call('HMGET', ctx.job_prefix .. job_enc, 'id', 'scope', 'cost', 'attempt')
+      f = redis.call('HMGET', ctx.job_prefix .. job_enc, 'id', 'scope', 'cost', 'attempt',
+        'bpaid')
     end
     if not job_enc then
       deactivate(ctx, s)  -- an empty line cannot stay in the fair queue
@@ -169,7 +175,8 @@ local function pick(ctx)
         throttle(ctx, s, at)  -- only this scope waits; the others go on
       elseif not ok then
         return nil, at
-      elseif attempt > 1 and ctx.policy.budget_enabled == 1 and not budget_available(ctx) then
+      elseif attempt > 1 and ctx.policy.budget_enabled == 1 and not f[5] and
+          not budget_available(ctx) then
         redis.call('LPOP', line)
         if redis.call('LLEN', line) == 0 then
           deactivate(ctx, s)
@@ -180,7 +187,7 @@ local function pick(ctx)
         ctx.parked = ctx.parked + 1
       else
         return {enc = job_enc, id = f[1], scope = f[2], cost = cost, attempt = attempt,
-          sc = s, tag = tag, line = line}
+          sc = s, tag = tag, line = line, bpaid = f[5] ~= false and f[5] ~= nil}
       end
     end
   end

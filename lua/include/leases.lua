@@ -34,12 +34,28 @@ local function fence(job_key, attempt, token, now_ms)
     cost = tonumber(f[8]), consumer = f[9] or '', stream = f[10], group = f[11]}
 end
 
+-- The last `n` bytes of `s`, starting on a UTF-8 character boundary (never inside one).
+local function utf8_tail(s, n)
+  if string.len(s) <= n then
+    return s
+  end
+  local i = string.len(s) - n + 1
+  while i <= string.len(s) do
+    local b = string.byte(s, i)
+    if b < 0x80 or b >= 0xC0 then
+      break
+    end
+    i = i + 1  -- a continuation byte: the character started before the cut
+  end
+  return string.sub(s, i)
+end
+
 -- Append one attempt's outcome to the job's history (a JSON array in the record). The
 -- array is extended as text: re-encoding it on every report would cost more than the rest
 -- of the report.
 local function history_with(job_key, entry)
-  if entry.detail and string.len(entry.detail) > MAX_DETAIL then
-    entry.detail = string.sub(entry.detail, -MAX_DETAIL)  -- keep the end of a traceback
+  if entry.detail then
+    entry.detail = utf8_tail(entry.detail, MAX_DETAIL)  -- keep the end of a traceback
   end
   local item = cjson.encode(entry)
   local raw = redis.call('HGET', job_key, 'history')

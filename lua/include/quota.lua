@@ -40,36 +40,36 @@ local function quota_load(ctx, s)
   return q
 end
 
--- Earliest time (us) at which `need` more cost fits the scope's quota (now when it fits;
--- nil when it never can).
+-- Earliest time (us) at which `need` more cost fits the scope's quota: now when it fits. A
+-- `need` beyond what is left (a submit counts the scope's waiting work too) fits in a later
+-- window: fixed windows hold the limit each from the next reset on; a rolling window frees
+-- each charge one period after it was made. An estimate (a lower bound): jobs do not split
+-- across windows.
 local function quota_at(ctx, s, need)
   local lim = s.lim
   if lim.q_limit <= 0 then
     return ctx.now
   end
-  if need > lim.q_limit then
-    return nil
-  end
   local q = quota_load(ctx, s)
-  if q.total + need <= lim.q_limit then
+  local limit, period_us = lim.q_limit, lim.q_period * 1000
+  if q.total + need <= limit then
     return ctx.now
   end
+  local over = q.total + need - limit
   if lim.q_rolling ~= 1 then
-    local until_ms = (q.win + 1) * lim.q_period
-    if need <= lim.q_limit then
-      return until_ms * 1000
-    end
-    return nil
+    return (q.win + math.ceil(over / limit)) * period_us
   end
-  local over = q.total + need - lim.q_limit
   local log = redis.call('ZRANGE', q.log, 0, -1, 'WITHSCORES')
+  local last_ms = ctx.now_ms
   for i = 1, #log, 2 do
-    over = over - tonumber(string.match(log[i], '^(%d+):'))
+    over = over - (tonumber(string.match(log[i], '^(%d+):')) or 0)
+    last_ms = tonumber(log[i + 1])
     if over <= 0 then
-      return (tonumber(log[i + 1]) + lim.q_period) * 1000
+      return (last_ms + lim.q_period) * 1000
     end
   end
-  return ctx.now + lim.q_period * 1000
+  -- Even an empty window is too small for all of it: whole periods more.
+  return (last_ms + lim.q_period) * 1000 + (math.ceil(over / limit) - 1) * period_us
 end
 
 local function quota_save(ctx, s)
@@ -88,35 +88,41 @@ local function quota_save(ctx, s)
   redis.call('PEXPIRE', q.key, ttl)
 end
 
--- Reserve a released job's declared cost; the record remembers where, for settlement.
+-- Reserve a started attempt's declared cost; the record remembers where (and the TTL the
+-- quota's keys keep), for settlement.
 local function quota_reserve(ctx, s, job_key, job_enc, attempt, cost)
   if s.lim.q_limit <= 0 then
     return
   end
   local q = quota_load(ctx, s)
   local now_ms = ms_of(ctx.now)
+  local ttl = s.lim.q_period * 2 + 1000
   if s.lim.q_rolling == 1 then
     local member = fmt(cost) .. ':' .. job_enc .. ':' .. fmt(attempt)
     redis.call('ZADD', q.log, now_ms, member)
-    redis.call('HSET', job_key, 'q_key', q.key, 'q_member', member, 'q_at', now_ms, 'q_amt', cost)
+    redis.call('HSET', job_key, 'q_key', q.key, 'q_member', member, 'q_at', now_ms, 'q_amt',
+      cost, 'q_ttl', ttl)
   else
     q.reserved = q.reserved + cost
-    redis.call('HSET', job_key, 'q_key', q.key, 'q_win', q.win, 'q_amt', cost)
+    redis.call('HSET', job_key, 'q_key', q.key, 'q_win', q.win, 'q_amt', cost, 'q_ttl', ttl)
   end
   q.total = q.total + cost
   quota_save(ctx, s)
 end
 
--- Settle a released job's reservation: to `actual` (a success reporting its actual cost),
--- or to nothing (a failed, reclaimed or dead attempt gives it back). Independent of the
--- policy in force now: the record says where the reservation lives.
+-- Settle a started attempt's reservation. Quotas count what may have been spent: an
+-- attempt a worker took is charged `actual` (its report's actual cost; the declared cost when
+-- the report gives none, when it failed, or when its lease expired: a worker killed after
+-- calling the model did spend); only an attempt returned unstarted is refunded (`actual`
+-- nil). Independent of the policy in force now: the record says where the reservation is.
 local function quota_settle(job_key, job_enc, attempt, actual, now_ms)
-  local f = redis.call('HMGET', job_key, 'q_key', 'q_member', 'q_at', 'q_amt', 'q_win')
+  local f = redis.call('HMGET', job_key, 'q_key', 'q_member', 'q_at', 'q_amt', 'q_win',
+    'q_ttl')
   if not f[1] then
     return
   end
   local key, amt = f[1], tonumber(f[4])
-  redis.call('HDEL', job_key, 'q_key', 'q_member', 'q_at', 'q_amt', 'q_win')
+  redis.call('HDEL', job_key, 'q_key', 'q_member', 'q_at', 'q_amt', 'q_win', 'q_ttl')
   if f[2] then
     local log = key .. ':log'
     if redis.call('ZREM', log, f[2]) == 1 then
@@ -124,6 +130,8 @@ local function quota_settle(job_key, job_enc, attempt, actual, now_ms)
       if actual and actual > 0 then
         redis.call('ZADD', log, f[3], fmt(actual) .. ':' .. job_enc .. ':' .. fmt(attempt))
         sum = sum + actual
+        -- ZREM of the only member deleted the log: the one ZADD'ed now needs its TTL again.
+        redis.call('PEXPIRE', log, tonumber(f[6]) or 86400000)
       end
       redis.call('HSET', key, 'sum', fmt(math.max(sum, 0)))
     end

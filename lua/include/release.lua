@@ -93,6 +93,8 @@ local function start_attempt(ctx, c, job)
   if p.budget_enabled == 1 then
     if job.attempt == 1 then
       budget_deposit(ctx)
+    elseif job.bpaid then
+      redis.call('HDEL', job_key, 'bpaid')  -- its token was set aside when it was unparked
     else
       budget_take(ctx)
     end

@@ -356,9 +356,7 @@ def heartbeat(
     )
 
 
-def report(
-    keys: Keys, outcomes: Sequence[Outcome], now_us: int | None
-) -> Call[list[ReportResult]]:
+def report(keys: Keys, outcomes: Sequence[Outcome], now_us: int | None) -> Call[list[ReportResult]]:
     rest: list[Arg] = []
     for o in outcomes:
         rest += (

@@ -10,15 +10,18 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from types import FrameType
+from typing import BinaryIO
 
 import click
 
-from janus import doctor
+from janus import __version__, doctor
 from janus.client import Janus
 from janus.coordinator import Coordinator
 from janus.decisions import DeadLetter
 from janus.errors import JanusError, PolicyError
+from janus.keys import check_dependency
 from janus.policy import PolicySet, describe, load_policies, parse_duration_ms
+from janus.urls import redact
 from janus.worker import load_handler
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -62,9 +65,14 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@click.version_option(__version__, "--version", prog_name="janus", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
-    """Janus: a Redis-native distributed rate limiter and retry coordinator."""
+    """Janus: a Redis-native distributed rate limiter and retry coordinator.
+
+    Exit codes: 0 success; 1 a check found problems (policy check, doctor) or a job was not
+    found; 2 bad usage, bad input, or Redis refused/unreachable; 3 a submit was rejected.
+    """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -118,6 +126,8 @@ def policy_show(paths: tuple[str, ...]) -> None:
 def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
     """Step every dependency on time (due work, expired leases, waking idle workers) until
     SIGINT/SIGTERM."""
+    for dep in dependencies:
+        check_dependency(dep)  # refuse a bad name now, not in a loop of errors later
     logging.getLogger("janus").setLevel(logging.INFO)
     with _client(url, prefix) as jn:
         coord = Coordinator(jn.store, dependencies=list(dependencies) or None)
@@ -127,7 +137,7 @@ def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        click.echo(f"janus coordinator: {url} prefix={prefix}", err=True)
+        click.echo(f"janus coordinator: {redact(url)} prefix={prefix}", err=True)
         coord.run()
         click.echo(
             f"stopped after {coord.steps} steps ({coord.moved} jobs came due, "
@@ -365,13 +375,16 @@ def dlq_purge(
 @main.command("doctor")
 @redis_option
 @prefix_option
-def doctor_cmd(url: str, prefix: str) -> None:
-    """Check the Redis configuration for settings that would break limits or lose jobs."""
+@click.option("--warn-only", is_flag=True, help="Exit 0 on warnings (errors still exit 1).")
+def doctor_cmd(url: str, prefix: str, warn_only: bool) -> None:
+    """Check the Redis configuration for settings that would break limits or lose jobs.
+    Exits 1 on any warning or error (0 with --warn-only when there are only warnings)."""
     with _client(url, prefix) as jn:
         findings = doctor.evaluate(jn.store.server_configs())
     for finding in findings:
         click.echo(str(finding))
-    if doctor.worst(findings) == "error":
+    worst = doctor.worst(findings)
+    if worst == "error" or (worst == "warning" and not warn_only):
         sys.exit(1)
 
 
@@ -416,18 +429,40 @@ def status(url: str, prefix: str) -> None:
 @main.command()
 @click.argument("dependency")
 @click.option("--scope", default="default", show_default=True)
-@click.option("--payload", default="", help="Payload (UTF-8 text).")
+@click.option("--payload", default=None, help="Payload (UTF-8 text).")
+@click.option(
+    "--payload-file",
+    type=click.File("rb"),
+    default=None,
+    help="Read the payload (bytes) from a file, or - for standard input.",
+)
 @click.option("--job-id", default=None, help="Idempotency key (default: generated).")
-@click.option("--cost", default=1, show_default=True, type=int)
+@click.option("--cost", default=1, show_default=True, type=click.IntRange(1))
 @redis_option
 @prefix_option
 def submit(
-    dependency: str, scope: str, payload: str, job_id: str | None, cost: int, url: str, prefix: str
+    dependency: str,
+    scope: str,
+    payload: str | None,
+    payload_file: BinaryIO | None,
+    job_id: str | None,
+    cost: int,
+    url: str,
+    prefix: str,
 ) -> None:
-    """Submit one job and print the decision as JSON."""
+    """Submit one job and print the decision as JSON.
+
+    Exit code: 0 when accepted (ready or scheduled), 3 when rejected (the JSON says why).
+    """
+    if payload is not None and payload_file is not None:
+        raise click.UsageError("give --payload or --payload-file, not both")
+    data: bytes | str = payload_file.read() if payload_file is not None else (payload or "")
+    check_dependency(dependency)
     with _client(url, prefix) as jn:
-        d = jn.submit(dependency, scope=scope, payload=payload, job_id=job_id, cost=cost)
+        d = jn.submit(dependency, scope=scope, payload=data, job_id=job_id, cost=cost)
     click.echo(json.dumps(d.__dict__, sort_keys=True))
+    if d.status == "rejected":
+        sys.exit(3)
 
 
 @main.command()

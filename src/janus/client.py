@@ -8,6 +8,8 @@ values. It builds no key strings and sends no commands itself (see :mod:`janus.s
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from janus.decisions import (
 )
 from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
 from janus.keys import check_dependency, check_user_name
-from janus.policy import PolicySet, compile_policy
+from janus.policy import CompiledPolicy, PolicySet, compile_policy
 from janus.store import DependencyStatus, Store
 from janus.worker import Worker
 
@@ -82,9 +84,23 @@ class Janus:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         batch_size: int = DEFAULT_BATCH_SIZE,
         socket_timeout: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> Janus:
-        """Connect to Redis or Redis Cluster (detected) at ``url``."""
-        store = Store.from_url(url, prefix=prefix, socket_timeout=socket_timeout)
+        """Connect to Redis or Redis Cluster (detected) at ``url``.
+
+        ``wait_replicas`` (opt-in durability): every state-changing call returns only once
+        that many replicas confirmed it (WAIT, within ``wait_timeout_ms``; else
+        :class:`~janus.errors.NotReplicated`), so a failover to an async replica loses no
+        acknowledged submit, fetch or report. It costs one replication round trip per call.
+        """
+        store = Store.from_url(
+            url,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )
         return cls(store, clock=clock, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
 
     def close(self) -> None:
@@ -191,10 +207,13 @@ class Janus:
 
     def apply_policies(self, policies: PolicySet) -> dict[str, tuple[int, bool]]:
         """Write each dependency of a policy set into Redis: name -> (version, changed)."""
-        return {
-            name: self.store.apply_policy(compile_policy(name, policy))
-            for name, policy in sorted(policies.dependencies.items())
-        }
+        out = {}
+        for name, policy in sorted(policies.dependencies.items()):
+            compiled = compile_policy(name, policy)
+            if self.clock is not None:
+                compiled = _test_mode(compiled)
+            out[name] = self.store.apply_policy(compiled)
+        return out
 
     def worker(self, dependency: str, *, group: str, consumer: str | None = None) -> Worker:
         """A worker in ``group`` (one group per dependency per deployment; many consumers).
@@ -270,6 +289,13 @@ class Janus:
         if now_us is None:
             now_us = self.store.time_us()
         return self.store.status(dependency, now_us // 1000)
+
+
+def _test_mode(compiled: CompiledPolicy) -> CompiledPolicy:
+    """The policy as a test client applies it: the scripts then accept the test's clock
+    (``test_clock``), and ``janus doctor`` and the coordinator report it loudly."""
+    digest = hashlib.sha256(f"{compiled.digest}:test_clock".encode()).hexdigest()
+    return dataclasses.replace(compiled, fields={**compiled.fields, "test_clock": 1}, digest=digest)
 
 
 def _chunks(jobs: list[JobArgs], size: int, max_bytes: int) -> Iterable[list[JobArgs]]:

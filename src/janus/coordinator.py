@@ -32,10 +32,13 @@ import time
 
 from janus import calls, doctor
 from janus.decisions import StepResult
-from janus.errors import RedisUnavailable
+from janus.errors import AccessDenied, AuthenticationFailed, RedisUnavailable
 from janus.store import Store
 
 log = logging.getLogger("janus.coordinator")
+
+#: Errors that waiting cannot fix: the loop stops and raises them.
+FATAL = (AuthenticationFailed, AccessDenied)
 
 
 class Coordinator:
@@ -101,7 +104,9 @@ class Coordinator:
         self._wake.set()
 
     def run(self, *, check: bool = True) -> None:
-        """Release due work until :meth:`stop` is called. Survives Redis outages."""
+        """Step every dependency on time until :meth:`stop` is called. Survives Redis
+        outages (and OOM, read-only replicas); stops and raises on AuthenticationFailed or
+        AccessDenied, which waiting cannot fix."""
         if check:
             try:
                 self.check_server()
@@ -137,6 +142,10 @@ class Coordinator:
                         at = after + max(result.next_us - result.now_us, 0) / 1e6
                     due.append((min(at, after + self.idle_s), dep))
                 backoff = 0.0
+            except FATAL:
+                log.error("stopping: %s", "Redis refused this coordinator's credentials or ACL")
+                self.stop()
+                raise
             except Exception as exc:  # the loop must outlive any single failure
                 # Every dependency not stepped yet stays due: it is retried after the pause.
                 backoff = min(max(backoff * 2, 0.1), 5.0)
@@ -144,7 +153,7 @@ class Coordinator:
                 if isinstance(exc, RedisUnavailable):
                     log.warning("Redis unavailable, retrying in %.1fs: %s", backoff, exc)
                 else:
-                    log.exception("release step failed; retrying in %.1fs", backoff)
+                    log.exception("step failed; retrying in %.1fs", backoff)
                 self._stop.wait(backoff)
                 continue
             finally:
@@ -173,7 +182,7 @@ class Coordinator:
             try:
                 signalled = self.store.wait_wake(dependency, self.watch_s)
             except Exception as exc:  # a watcher must outlive any client error; it only wakes
-                if self._stop.is_set():
+                if self._stop.is_set() or isinstance(exc, FATAL):
                     return
                 log.debug("watcher for %s: %s", dependency, exc)
                 self._stop.wait(1.0)

@@ -155,23 +155,50 @@ class JobInfo:
     history: list[dict[str, object]]
 
 
+def _text(raw: bytes | None, default: str = "") -> str:
+    return default if raw is None else raw.decode("utf-8", "replace")
+
+
+def _num(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def parse_history(raw: bytes | None) -> list[dict[str, object]]:
+    """A record's history (a JSON array of attempt outcomes). Never raises: a history that
+    cannot be read (written by hand, or cut by an older version mid-character) becomes one
+    entry saying so, so one bad record never makes a listing fail."""
+    if not raw:
+        return []
+    try:
+        history = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return [{"outcome": "unreadable", "raw": raw[:200].decode("utf-8", "replace")}]
+    if isinstance(history, dict):  # cjson encodes an empty list as {}
+        return []
+    if not isinstance(history, list):
+        return [{"outcome": "unreadable", "raw": repr(history)[:200]}]
+    return [
+        h if isinstance(h, dict) else {"outcome": "unreadable", "raw": repr(h)} for h in history
+    ]
+
+
 def parse_job(dependency: str, raw: dict[bytes, bytes]) -> JobInfo:
-    """A job record (HGETALL) as a :class:`JobInfo`."""
+    """A job record (HGETALL) as a :class:`JobInfo`; never raises on odd field values."""
 
     def num(name: str) -> int | None:
-        value = raw.get(name.encode())
-        return None if value is None else int(value)
+        return _num(raw.get(name.encode()))
 
-    history_raw = raw.get(b"history")
-    history = json.loads(history_raw) if history_raw else []
-    if isinstance(history, dict):  # cjson encodes an empty list as {}
-        history = []
     error = raw.get(b"last_error")
     return JobInfo(
         dependency=dependency,
-        id=raw[b"id"].decode(),
-        scope=raw[b"scope"].decode(),
-        status=raw[b"status"].decode(),
+        id=_text(raw.get(b"id")),
+        scope=_text(raw.get(b"scope")),
+        status=_text(raw.get(b"status"), "unknown"),
         attempt=num("attempt") or 0,
         cost=num("cost") or 1,
         payload=raw.get(b"payload", b""),
@@ -180,8 +207,8 @@ def parse_job(dependency: str, raw: dict[bytes, bytes]) -> JobInfo:
         started_ms=num("started_ms"),
         lease_deadline_ms=num("lease_deadline_ms"),
         finished_ms=num("finished_ms"),
-        last_error=error.decode(errors="replace") if error else None,
-        history=history,
+        last_error=_text(error) if error else None,
+        history=parse_history(raw.get(b"history")),
     )
 
 
@@ -195,7 +222,7 @@ class DeadLetter:
     scope: str
     cost: int
     reason: str
-    """attempts_exhausted | not_retryable | retry_budget_exhausted"""
+    """attempts_exhausted | not_retryable"""
     attempts: int
     error: str
     dead_ms: int
@@ -204,22 +231,23 @@ class DeadLetter:
 
 
 def parse_dead_letter(dependency: str, entry_id: str, f: dict[bytes, bytes]) -> DeadLetter:
-    def text(name: str) -> str:
-        return f.get(name.encode(), b"").decode("utf-8", "replace")
+    """A dead-letter stream entry; never raises on odd field values."""
 
-    history = json.loads(f[b"history"]) if f.get(b"history") else []
+    def text(name: str) -> str:
+        return _text(f.get(name.encode()))
+
     return DeadLetter(
         entry_id=entry_id,
         dependency=dependency,
         job_id=text("id"),
         scope=text("scope"),
-        cost=int(f.get(b"cost", b"1")),
+        cost=_num(f.get(b"cost")) or 1,
         reason=text("reason"),
-        attempts=int(f.get(b"attempts", b"0")),
+        attempts=_num(f.get(b"attempts")) or 0,
         error=text("error"),
-        dead_ms=int(f.get(b"dead_ms", b"0")),
+        dead_ms=_num(f.get(b"dead_ms")) or 0,
         payload=f.get(b"payload", b""),
-        history=history if isinstance(history, list) else [],
+        history=parse_history(f.get(b"history")),
     )
 
 

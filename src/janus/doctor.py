@@ -86,3 +86,31 @@ def worst(findings: list[Finding]) -> Level:
     if "warning" in levels:
         return "warning"
     return "ok"
+
+
+#: The least-privilege ACL rules of a Janus user, for ``ACL SETUSER <user> on >PASSWORD``
+#: followed by these (README, "Security"). ``<prefix>`` is the key prefix; keep the colon:
+#: ``~janus*`` would also match another deployment's ``janus2:`` keys.
+ACL_RULES = (
+    "resetkeys ~<prefix>:* resetchannels -@all "
+    "+hello +ping +time +evalsha +script|load "
+    "+hget +hgetall +hmget +hset +hdel +hexists +exists +del +pexpire +persist +get +set "
+    "+sadd +smembers +zadd +zrem +zrange +zcard +zcount +zscore +zremrangebyscore "
+    "+lpush +rpush +lpop +lindex +llen +blpop "
+    "+xadd +xreadgroup +xgroup|create +xgroup|delconsumer +xack +xdel +xrange +xlen "
+    "+xpending"
+)
+#: Added on a Redis Cluster: what redis-py's cluster client needs to find the slots.
+ACL_RULES_CLUSTER = "+cluster|slots +cluster|shards +command +readonly"
+#: Optional: lets `janus doctor` read the settings it checks (else it says to check by hand).
+ACL_RULES_DOCTOR = "+config|get"
+
+
+def acl_rules(prefix: str, *, cluster: bool = False, doctor: bool = False) -> str:
+    """The ACL rules for a user of the deployment under ``prefix``."""
+    rules = ACL_RULES.replace("<prefix>", prefix)
+    if cluster:
+        rules += " " + ACL_RULES_CLUSTER
+    if doctor:
+        rules += " " + ACL_RULES_DOCTOR
+    return rules

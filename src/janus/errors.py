@@ -10,7 +10,8 @@ for misuse of the API and for infrastructure faults::
     │   │                      nothing was written to Redis
     │   ├── InvalidName        empty, oversized or malformed dependency / scope / job id
     │   ├── InvalidCost        cost is not an integer >= 1, or can never fit the policy
-    │   └── PayloadTooLarge    payload over the configured limit
+    │   ├── PayloadTooLarge    payload over the configured limit
+    │   └── InvalidUrl         a Redis URL that cannot work (janus.urls)
     ├── LeaseLost              a heartbeat or report from someone who does not hold the
     │                          current attempt's live lease (expired, superseded, finished,
     │                          unknown job); nothing was changed
@@ -19,7 +20,13 @@ for misuse of the API and for infrastructure faults::
     │   │                      retry with the same job id, fetch or report is safe)
     │   ├── RedisOutOfMemory   Redis is at maxmemory (noeviction): every script that
     │   │                      writes is refused before it runs, so nothing moves
-    │   └── RedisReadOnly      the server is a replica (e.g. after a failover) or read-only
+    │   ├── RedisReadOnly      the server is a replica (e.g. after a failover) or read-only
+    │   └── NotReplicated      durability is on and too few replicas confirmed a write in
+    │                          time: it is on the primary, a failover could lose it
+    ├── AuthenticationFailed   Redis refused the user or password: never retried (retrying
+    │                          cannot help, and would lock the account with some providers)
+    ├── AccessDenied           the ACL user may not run a command or touch a key Janus needs
+    │                          (the message names it; README "Security" has the ACL line)
     ├── ProtocolError          a script replied with a shape this client does not know
     └── EmbeddedRedisError     the throwaway redis-server (demo, tests) could not start
 """
@@ -98,6 +105,19 @@ class RedisOutOfMemory(RedisUnavailable):
 
 class RedisReadOnly(RedisUnavailable):
     """The server refused a write because it is a replica (or read-only)."""
+
+
+class NotReplicated(RedisUnavailable):
+    """With ``wait_replicas`` set, fewer replicas than asked confirmed a call in time. The
+    call took effect on the primary; retrying it (same job id, fetch, report) is safe."""
+
+
+class AuthenticationFailed(JanusError):
+    """Redis refused the credentials (wrong user or password). Not retried."""
+
+
+class AccessDenied(JanusError):
+    """The connected ACL user may not run a command, or touch a key, that Janus needs."""
 
 
 class ProtocolError(JanusError):

@@ -72,12 +72,22 @@ def check_dependency(name: object) -> str:
 
 
 def check_user_name(kind: str, value: object) -> str:
-    """Validate a scope name or job id: a non-empty string of at most MAX_NAME_BYTES."""
+    """Validate a scope name or job id: non-empty Unicode text of at most MAX_NAME_BYTES.
+
+    Text that UTF-8 cannot encode (a lone surrogate, as ``surrogateescape`` decoding or a
+    ``"\\ud800"`` escape produces) is refused here, so it never reaches a key or redis-py.
+    """
     if not isinstance(value, str):
         raise InvalidName(f"{kind} must be a string, got {type(value).__name__}")
     if not value:
         raise InvalidName(f"{kind} must not be empty")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # In a str, only surrogates (U+D800..U+DFFF) cannot be encoded as UTF-8.
+        raise InvalidName(
+            f"{kind} must be valid Unicode text: lone surrogate at index {exc.start}"
+        ) from None
     if size > MAX_NAME_BYTES:
         raise InvalidName(f"{kind} is {size} bytes; the limit is {MAX_NAME_BYTES} bytes")
     if "\x00" in value:

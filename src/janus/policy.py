@@ -8,7 +8,7 @@ A policy file looks like::
 
     dependencies:
       payments:
-        rate: 50              # cost units per second (float > 0)
+        rate: 50/s            # cost units per second: 50, 2.5, '50/s', '600/m', '1/h', '100/d'
         burst: 100            # most cost released at once (int >= 1)
         max_in_flight: 20     # optional; omitted = unlimited
         max_wait: 30s         # longest reservation a submit may get (default 60s)
@@ -19,29 +19,56 @@ A policy file looks like::
         scopes:
           default: {rate: 10, burst: 20, weight: 1}
           tenant-42: {rate: 25, burst: 50, weight: 2}
+        retry:
+          budget: {ratio: 0.1, min_per_second: 1, window: 10s}   # or: budget: false
 
-Validation is strict (unknown keys, wrong types and out-of-range values are errors) and
-exhaustive: every problem in every file is collected and reported in one
-:class:`~janus.errors.PolicyError`.
+Rates are exact: ``'1/h'`` is ``Fraction(1, 3600)`` units per second, never a rounded float.
+Durations are a bare number of seconds or a string of units largest first, each at most once:
+``'500ms'``, ``'1.5s'``, ``'1m30s'``, ``'1h 30m'``, ``'2d12h'``. A bare ``lease`` or
+``max_wait`` above 3600 (an hour, in seconds) is refused: it is nearly always milliseconds
+written without the unit. :func:`describe` prints rates and durations in forms that parse
+back to the same policy.
+
+The retry budget has no ``max_wait``: a retry that finds the budget empty stays queued until
+a token comes, and waiting never dead-letters it (the key is refused with that reason).
+
+Validation is strict (unknown keys, wrong types and out-of-range values are errors, with a
+"did you mean" for a misspelt key) and exhaustive: every problem in every file is collected
+and reported in one :class:`~janus.errors.PolicyError`. Messages speak of the policy file,
+never of the models that check it. YAML nested deeper than :data:`MAX_NESTING` levels is
+refused before it is walked, so no input can exhaust the interpreter's stack. Limits that
+would make the scripts compute times or tags they cannot represent are refused too (see
+:data:`MAX_SPAN_US`, :data:`MAX_TAG_STEP`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from janus.errors import InvalidName, PolicyError, PolicyIssue
 from janus.keys import DEPENDENCY_NAME, check_user_name, encode_part
@@ -55,9 +82,11 @@ __all__ = [
     "MAX_BURST",
     "MAX_DURATION_MS",
     "MAX_IN_FLIGHT",
+    "MAX_NESTING",
     "MAX_PAYLOAD",
     "MAX_RATE",
     "MAX_SPAN_US",
+    "MAX_TAG_STEP",
     "MAX_WEIGHT",
     "MIN_LEASE_MS",
     "MIN_RETENTION_MS",
@@ -69,11 +98,13 @@ __all__ = [
     "compile_policy",
     "describe",
     "format_duration_ms",
+    "format_rate",
     "format_size",
     "interval_us",
     "load_policies",
     "parse_duration_ms",
     "parse_policy_text",
+    "parse_rate",
     "parse_size",
     "weight_milli",
 ]
@@ -94,6 +125,12 @@ MAX_WEIGHT = 1_000_000.0
 MAX_DURATION_MS = 100 * 365 * 86_400_000
 #: Longest time a bucket may take to refill from empty (``burst * interval_us``), in µs.
 MAX_SPAN_US = MAX_DURATION_MS * 1000
+#: Largest step one job may move a scope's fair-queue tag (``max_cost * 1e6 / weight_milli``):
+#: the virtual time is a double that grows by such steps, and must stay exact far below 2**53.
+MAX_TAG_STEP = 10**12
+#: Deepest YAML nesting accepted (a policy needs about 8 levels); deeper input is refused
+#: before anything recursive walks it.
+MAX_NESTING = 64
 #: Largest max_payload accepted (512 MiB, Redis' own limit for one string).
 MAX_PAYLOAD = 512 * 1024 * 1024
 
@@ -103,6 +140,9 @@ DEFAULT_RETENTION_MS = 86_400_000
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MIN_LEASE_MS = 100
 MIN_RETENTION_MS = 1_000
+#: A bare number for ``lease`` or ``max_wait`` is seconds; above this many it is refused as
+#: most likely milliseconds written without the unit (``lease: 30000``).
+MAX_BARE_SECONDS = 3600
 #: Retries: attempts per job (first attempt included) and the backoff curve.
 MAX_ATTEMPTS = 1000
 DEFAULT_MAX_ATTEMPTS = 3
@@ -123,13 +163,21 @@ _COMPILE_VERSION = 1
 # --------------------------------------------------------------------------- durations and sizes
 
 _DURATION_UNITS_MS: dict[str, Fraction] = {
-    "ms": Fraction(1),
-    "s": Fraction(1000),
-    "m": Fraction(60_000),
-    "h": Fraction(3_600_000),
     "d": Fraction(86_400_000),
+    "h": Fraction(3_600_000),
+    "m": Fraction(60_000),
+    "s": Fraction(1000),
+    "ms": Fraction(1),
 }
-_DURATION_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)")
+#: Ranks of the duration units, largest first: a compound duration must go down this list.
+_DURATION_RANK = {unit: rank for rank, unit in enumerate(_DURATION_UNITS_MS)}
+#: One ``<number><unit>`` part of a duration (the unit may be missing: reported, not guessed).
+_DURATION_PART = re.compile(r"\s*(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)\s*")
+
+_RATE_UNITS_S: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_RATE_RE = re.compile(
+    r"(?P<num>[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*(?:/\s*(?P<unit>[A-Za-z]+))?"
+)
 
 _SIZE_UNITS: dict[str, int] = {
     "": 1,
@@ -144,17 +192,38 @@ _SIZE_UNITS: dict[str, int] = {
 _SIZE_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)")
 
 
-def _number(value: int | float) -> Fraction:
+def _number(value: int | float | Fraction) -> Fraction:
     """The exact value a user wrote: ``Fraction(str(x))`` undoes binary float error."""
-    return Fraction(value) if isinstance(value, int) else Fraction(str(value))
+    return Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+
+
+def _shown(value: object) -> str:
+    """A value as a message shows it: YAML words for scalars, a kind for containers (which
+    may be large or recursive), a short repr for text (repr escapes what a terminal cannot
+    print, such as a lone surrogate)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Fraction):
+        return str(value) if isinstance(value, Fraction) else repr(value)
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= 66 else text[:63] + "..."
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
 
 
 def parse_duration_ms(value: object) -> int:
     """Parse a duration into whole milliseconds, rounding up.
 
-    Accepts a number of seconds (``30``, ``1.5``) or a string with a unit: ``"200ms"``,
-    ``"1.5s"``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``. Raises :class:`ValueError` for
-    booleans, negative or non-finite numbers, unknown units and anything else.
+    Accepts a number of seconds (``30``, ``1.5``) or a string of ``<number><unit>`` parts,
+    units largest first and each at most once: ``"200ms"``, ``"1.5s"``, ``"30s"``, ``"10m"``,
+    ``"1h"``, ``"1d"``, ``"1m30s"``, ``"1h 30m"``, ``"2d12h"``. Raises :class:`ValueError` for
+    booleans, negative or non-finite numbers, unknown or repeated units and anything else.
     """
     if isinstance(value, bool):
         raise ValueError(
@@ -167,24 +236,7 @@ def parse_duration_ms(value: object) -> int:
             raise ValueError(f"a duration must not be negative, got {value!r}")
         ms = _number(value) * 1000
     elif isinstance(value, str):
-        text = value.strip()
-        if text.startswith("-"):
-            raise ValueError(f"a duration must not be negative, got {value!r}")
-        match = _DURATION_RE.fullmatch(text)
-        if match is None:
-            raise ValueError(
-                f"invalid duration {value!r}: write a number and a unit, like '200ms', "
-                "'30s', '10m', '1h' or '1d'"
-            )
-        unit = match.group("unit")
-        if not unit:
-            raise ValueError(
-                f"duration {value!r} has no unit: write e.g. '{text}s', or a bare number "
-                "(not a string) for seconds"
-            )
-        if unit not in _DURATION_UNITS_MS:
-            raise ValueError(f"unknown duration unit {unit!r} in {value!r}: use ms, s, m, h or d")
-        ms = Fraction(match.group("num")) * _DURATION_UNITS_MS[unit]
+        ms = _parse_duration_text(value)
     else:
         raise ValueError(
             "a duration must be a number of seconds or a string like '30s', "
@@ -194,6 +246,128 @@ def parse_duration_ms(value: object) -> int:
     if result > MAX_DURATION_MS:
         raise ValueError(f"duration {value!r} is longer than the maximum of 100 years")
     return result
+
+
+def _parse_duration_text(value: str) -> Fraction:
+    """Milliseconds (exact) of a duration string; see :func:`parse_duration_ms`."""
+    text = value.strip()
+    if text.startswith("-"):
+        raise ValueError(f"a duration must not be negative, got {value!r}")
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            parts = []
+            break
+        parts.append((match.group("num"), match.group("unit")))
+        pos = match.end()
+    if not parts:
+        raise ValueError(
+            f"invalid duration {value!r}: write a number and a unit, like '200ms', "
+            "'30s', '10m', '1h', '1d' or '1h30m'"
+        )
+    if len(parts) == 1 and not parts[0][1]:
+        raise ValueError(
+            f"duration {value!r} has no unit: write e.g. '{text}s', or a bare number "
+            "(not a string) for seconds"
+        )
+    ms = Fraction(0)
+    rank = -1
+    for num, unit in parts:
+        if not unit:
+            raise ValueError(
+                f"invalid duration {value!r}: {num} has no unit; every number needs one "
+                "(ms, s, m, h or d)"
+            )
+        if unit not in _DURATION_UNITS_MS:
+            raise ValueError(f"unknown duration unit {unit!r} in {value!r}: use ms, s, m, h or d")
+        if _DURATION_RANK[unit] <= rank:
+            raise ValueError(
+                f"invalid duration {value!r}: write each unit at most once, largest first "
+                "(d, h, m, s, ms), like '1h30m'"
+            )
+        rank = _DURATION_RANK[unit]
+        ms += Fraction(num) * _DURATION_UNITS_MS[unit]
+    return ms
+
+
+def parse_rate(value: object) -> Fraction:
+    """Parse a rate into cost units per second, exactly.
+
+    Accepts a number (``10``, ``2.5``: units per second) or a string ``"<number>/<unit>"``
+    with unit ``s``, ``m``, ``h`` or ``d``: ``"10/s"``, ``"600/m"``, ``"1/h"``, ``"100/d"``
+    (``"1/h"`` is ``Fraction(1, 3600)``). The rate must be > 0 and at most
+    :data:`MAX_RATE` per second. Raises :class:`ValueError` for anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | Fraction | str):
+        raise ValueError(
+            "a rate must be a number of cost units per second or a string like '10/s', "
+            f"got {_shown(value)}"
+        )
+    if isinstance(value, str):
+        match = _RATE_RE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(
+                f"invalid rate {value!r}: write a number of cost units per second, "
+                "or '10/s', '600/m', '1/h', '1/d'"
+            )
+        unit = match.group("unit")
+        if unit is None:
+            raise ValueError(
+                f"rate {value!r} has no unit: write e.g. '{value.strip()}/s', or a bare number "
+                "(not a string) for units per second"
+            )
+        if unit not in _RATE_UNITS_S:
+            raise ValueError(f"unknown rate unit {unit!r} in {value!r}: use s, m, h or d")
+        rate = Fraction(match.group("num")) / _RATE_UNITS_S[unit]
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"a rate must be a finite number, got {_shown(value)}")
+    else:
+        rate = _number(value)
+    if rate <= 0:
+        raise ValueError(f"a rate must be greater than 0, got {_shown(value)}")
+    if rate > MAX_RATE:
+        raise ValueError(f"a rate must be at most {MAX_RATE:.0f}/s, got {_shown(value)}")
+    return rate
+
+
+def _decimal(value: Fraction) -> str | None:
+    """``value`` as an exact decimal (``"2.5"``), or None if its expansion never ends."""
+    rest, twos, fives = value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return None
+    places = max(twos, fives)
+    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+    whole, frac = digits[: len(digits) - places], digits[len(digits) - places :].rstrip("0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
+
+
+def format_rate(rate: Fraction | float) -> str:
+    """Render a rate so that :func:`parse_rate` reads back exactly the same value.
+
+    Per second when that is a short decimal (``"10/s"``, ``"2.5/s"``), else the shortest
+    exact form over minutes, hours and days (``"1/h"``, ``"100/d"``). A rate no unit
+    expresses as a finite decimal (only a hand-built ``Fraction(1, 7)``) falls back to the
+    nearest float per second.
+    """
+    exact = _number(rate)
+    per_second = _decimal(exact)
+    if per_second is not None and (exact * 1000).denominator == 1:
+        return f"{per_second}/s"
+    forms = []
+    for unit, seconds in _RATE_UNITS_S.items():
+        text = _decimal(exact * seconds)
+        if text is not None:
+            forms.append(f"{text}/{unit}")
+    if forms:
+        return min(forms, key=len)  # min keeps the first (smallest unit) among equals
+    return f"{float(exact)!r}/s"
 
 
 def parse_size(value: object) -> int:
@@ -234,12 +408,15 @@ def parse_size(value: object) -> int:
 
 
 def format_duration_ms(ms: int) -> str:
-    """Render milliseconds with the largest unit that divides them exactly (``90000`` → ``90s``)."""
-    for unit in ("d", "h", "m", "s"):
-        size = int(_DURATION_UNITS_MS[unit])
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
+    """Render milliseconds as units largest first (``90000`` → ``1m30s``, ``0`` → ``0ms``);
+    :func:`parse_duration_ms` reads the result back to the same value."""
+    parts = []
+    rest = ms
+    for unit, size in _DURATION_UNITS_MS.items():
+        count, rest = divmod(rest, int(size))
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0ms"
 
 
 def format_size(size: int) -> str:
@@ -251,11 +428,12 @@ def format_size(size: int) -> str:
     return f"{size}B"
 
 
-def interval_us(rate: float) -> int:
+def interval_us(rate: Fraction | float) -> int:
     """Microseconds between two cost units at ``rate`` per second, rounded UP.
 
     Rounding up means the enforced rate (``1e6 / interval_us``) never exceeds the declared
-    one. Exact arithmetic on the decimal the user wrote: rate 3 → 333334, 0.5 → 2000000.
+    one. Exact arithmetic on the decimal the user wrote: rate 3 → 333334, 0.5 → 2000000,
+    ``Fraction(1, 3600)`` ('1/h') → 3600000000.
     """
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate!r}")
@@ -269,7 +447,16 @@ def weight_milli(weight: float) -> int:
 
 # --------------------------------------------------------------------------- resolved models
 
-_Rate = Annotated[float, Field(gt=0, le=MAX_RATE, allow_inf_nan=False)]
+
+def _rate_field(value: object) -> Fraction:
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise PydanticCustomError("rate", "{reason}", {"reason": str(exc)}) from None
+
+
+#: A rate in cost units per second, held exactly (``'1/h'`` is ``Fraction(1, 3600)``).
+_Rate = Annotated[Fraction, PlainValidator(_rate_field)]
 _Burst = Annotated[int, Field(ge=1, le=MAX_BURST)]
 _Weight = Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)]
 _InFlight = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
@@ -336,15 +523,16 @@ class RetryBudget(BaseModel):
 
     A token bucket: each first attempt released deposits ``ratio`` tokens, time deposits
     ``min_per_second``, each retry released withdraws one; it holds at most ``window`` worth
-    of deposits. A retry that finds it empty waits (it is not dropped) up to ``max_wait_ms``
-    past its due time, then is dead-lettered with ``retry_budget_exhausted``.
+    of deposits. A retry that finds it empty stays queued (parked) until a token comes:
+    waiting is free, so it is never dropped or dead-lettered for waiting. (There is no
+    ``max_wait``; the compiled field ``budget_max_wait_ms`` stays, always 0, because the
+    scripts read a fixed list of fields.)
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ratio: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = 0.1
     min_per_second: Annotated[float, Field(ge=0, le=MAX_RATE, allow_inf_nan=False)] = 1.0
-    max_wait_ms: Annotated[int, Field(ge=0, le=MAX_DURATION_MS)] = 600_000
     window_ms: Annotated[int, Field(ge=1000, le=MAX_DURATION_MS)] = 10_000
 
 
@@ -405,6 +593,10 @@ class DependencyPolicy(BaseModel):
         where, limit = _tightest_burst(self.burst, self.default_scope, self.scope_overrides)
         if self.max_cost > limit:
             raise ValueError(_cannot_fit(self.max_cost, where, limit))
+        for scope in [self.default_scope, *self.scope_overrides.values()]:
+            problem = _tag_step_problem(self.max_cost, scope.weight)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 
@@ -434,6 +626,24 @@ def _cannot_fit(max_cost: int, where: str, limit: int) -> str:
     return f"max_cost {max_cost} can never fit: {where} is {limit}"
 
 
+def _tag_step_problem(max_cost: int, weight: float) -> str | None:
+    """Why a job of ``max_cost`` would move a scope's fair-queue tag too far, or None."""
+    step = Fraction(max_cost * 1_000_000, weight_milli(weight))
+    if step <= MAX_TAG_STEP:
+        return None
+    return (
+        f"weight {_shown(weight)} with max_cost {max_cost} moves the fair queue's virtual "
+        f"time by {_magnitude(step)} per job; the limit is {_magnitude(MAX_TAG_STEP)}: "
+        "raise the weight or lower max_cost"
+    )
+
+
+def _magnitude(value: Fraction | int) -> str:
+    """A large number at a glance: ``1e15``, ``2.5e13`` (three significant digits)."""
+    mantissa, _, exponent = f"{float(value):.3g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else mantissa
+
+
 def _label(name: str) -> str:
     """A scope name as shown inside a field path: verbatim if plain, else a short repr."""
     if name and name.isprintable() and "." not in name and len(name) <= 64:
@@ -445,8 +655,19 @@ def _label(name: str) -> str:
 # --------------------------------------------------------------------------- raw file shape
 
 
-def _duration(minimum_ms: int) -> Callable[[object], int]:
+def _duration(minimum_ms: int, bare_max_s: int | None = None) -> Callable[[object], int]:
+    """A duration field: at least ``minimum_ms``; a bare number above ``bare_max_s``
+    (seconds) is refused as most likely milliseconds written without the unit."""
+
     def validate(value: object) -> int:
+        if (
+            bare_max_s is not None
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > bare_max_s
+        ):
+            raise PydanticCustomError("bare_duration", "{reason}", {"reason": _bare(value)})
         try:
             ms = parse_duration_ms(value)
         except ValueError as exc:
@@ -479,7 +700,26 @@ def _size(minimum: int, maximum: int) -> Callable[[object], int]:
     return validate
 
 
+def _bare(value: int | float) -> str:
+    """Why a large bare number is refused for a duration, reading it also as milliseconds."""
+    as_seconds = format_duration_ms(math.ceil(_number(value) * 1000))
+    as_ms = math.ceil(_number(value))
+    advice = "write the unit ('30s', '500ms')"
+    if as_ms <= MAX_DURATION_MS:
+        advice = f"did you mean '{format_duration_ms(as_ms)}'? Write the unit ('30s', '500ms')"
+    return f"{value!r} is a bare number, i.e. seconds ({as_seconds}); {advice}"
+
+
 _RAW = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+#: Tags of a ``<section> | false`` field: a mapping is validated as the section's settings,
+#: anything else must be ``false``. A callable discriminator picks one branch, so errors
+#: come from that branch only (an untagged union reports every branch, in pydantic's words).
+_SETTINGS, _OFF = "settings", "off"
+
+
+def _settings_or_off(value: object) -> str:
+    return _SETTINGS if isinstance(value, dict) else _OFF
 
 
 class _RawQuota(BaseModel):
@@ -491,30 +731,20 @@ class _RawQuota(BaseModel):
     on_exhausted: Literal["reject", "wait"] = "reject"
 
 
-class _RawScope(BaseModel):
-    """One entry under ``scopes:`` as written; omitted fields inherit."""
-
-    model_config = _RAW
-
-    rate: _Rate | None = None
-    burst: _Burst | None = None
-    weight: _Weight | None = None
-    retry: _RawAttempts | None = None
-    max_queued: Annotated[int, Field(ge=1, le=10**12)] | None = None
-    max_queued_cost: Annotated[int, Field(ge=1, le=10**15)] | None = None
-    quota: _RawQuota | Literal[False] | None = None
-
-
 def _error_kinds(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise PydanticCustomError("kinds", "must be a non-empty list of error kinds", {})
+        raise PydanticCustomError(
+            "kinds", "must be a non-empty list of error kinds, got {got}", {"got": _shown(value)}
+        )
     for kind in value:
         if not isinstance(kind, str) or not ERROR_KIND.fullmatch(kind):
+            # _shown, not the raw value: a container may be large, and repr escapes text a
+            # terminal cannot print
             raise PydanticCustomError(
                 "kind",
-                "invalid error kind '{kind}': use 1-64 characters from [A-Za-z0-9_.:-], "
+                "invalid error kind {kind}: use 1-64 characters from [A-Za-z0-9_.:-], "
                 "a pattern ending in xx (http_5xx), or *",
-                {"kind": kind},
+                {"kind": _shown(kind)},
             )
     return tuple(value)
 
@@ -540,19 +770,46 @@ class _RawAttempts(BaseModel):
     retry_on: Annotated[tuple[str, ...], BeforeValidator(_error_kinds)] | None = None
 
 
+class _RawScope(BaseModel):
+    """One entry under ``scopes:`` as written; omitted fields inherit."""
+
+    model_config = _RAW
+
+    rate: _Rate | None = None
+    burst: _Burst | None = None
+    weight: _Weight | None = None
+    retry: _RawAttempts | None = None
+    max_queued: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    max_queued_cost: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    quota: (
+        Annotated[
+            Annotated[_RawQuota, Tag(_SETTINGS)] | Annotated[Literal[False], Tag(_OFF)],
+            Discriminator(_settings_or_off),
+        ]
+        | None
+    ) = None
+
+
 class _RawBudget(BaseModel):
+    """``retry.budget`` as written (``max_wait`` was removed: see :data:`_REMOVED`)."""
+
     model_config = _RAW
 
     ratio: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = 0.1
     min_per_second: Annotated[float, Field(ge=0, le=MAX_RATE, allow_inf_nan=False)] = 1.0
-    max_wait: Annotated[int, BeforeValidator(_duration(0))] = 600_000
     window: Annotated[int, BeforeValidator(_duration(1000))] = 10_000
 
 
 class _RawRetry(_RawAttempts):
     """``retry:`` as written."""
 
-    budget: _RawBudget | Literal[False] | None = None
+    budget: (
+        Annotated[
+            Annotated[_RawBudget, Tag(_SETTINGS)] | Annotated[Literal[False], Tag(_OFF)],
+            Discriminator(_settings_or_off),
+        ]
+        | None
+    ) = None
     max_retry_after: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_MAX_RETRY_AFTER_MS
     pause_on_retry_after: PauseScope = "dependency"
 
@@ -578,8 +835,10 @@ class _RawDependency(BaseModel):
     rate: _Rate
     burst: _Burst
     max_in_flight: _InFlight | None = None
-    max_wait: Annotated[int, BeforeValidator(_duration(0))] = DEFAULT_MAX_WAIT_MS
-    lease: Annotated[int, BeforeValidator(_duration(MIN_LEASE_MS))] = DEFAULT_LEASE_MS
+    max_wait: Annotated[int, BeforeValidator(_duration(0, MAX_BARE_SECONDS))] = DEFAULT_MAX_WAIT_MS
+    lease: Annotated[int, BeforeValidator(_duration(MIN_LEASE_MS, MAX_BARE_SECONDS))] = (
+        DEFAULT_LEASE_MS
+    )
     retention: Annotated[int, BeforeValidator(_duration(MIN_RETENTION_MS))] = DEFAULT_RETENTION_MS
     max_payload: Annotated[int, BeforeValidator(_size(1, MAX_PAYLOAD))] = DEFAULT_MAX_PAYLOAD
     max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
@@ -619,15 +878,115 @@ def _attempts(
                 f"{format_duration_ms(resolved.backoff_base_ms)}",
             )
         )
+    curve = (resolved.backoff_base_ms, resolved.backoff_factor, resolved.max_attempts)
+    inherited = curve == (parent.backoff_base_ms, parent.backoff_factor, parent.max_attempts)
+    if not inherited and resolved.backoff_base_ms == 0 and _growth_overflows(resolved):
+        factor, attempts = _plain(resolved.backoff_factor), resolved.max_attempts
+        found.append(
+            PolicyIssue(
+                file,
+                name,
+                f"{field}.backoff.factor",
+                f"with base 0, factor {factor} over {attempts} attempts makes the scripts "
+                f"compute 0 x infinity ({factor}^{attempts - 1} is beyond a double): every "
+                "delay is 0 anyway, so set factor: 1, or give a base above 0",
+            )
+        )
     return resolved
+
+
+def _growth_overflows(a: AttemptPolicy) -> bool:
+    """Does ``factor ** (max_attempts - 1)``, as the scripts compute it, overflow a double?
+
+    ``base * factor ** n`` is capped by ``max`` (at most MAX_DURATION_MS), which tames an
+    infinite growth when base > 0; with base 0 it would be 0 x infinity, not a number.
+    """
+    try:
+        (round(a.backoff_factor * 1000) / 1000) ** (a.max_attempts - 1)
+    except OverflowError:
+        return True
+    return False
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping declares the same key twice."""
 
 
+class _TooDeepError(yaml.composer.ComposerError):
+    """The document nests deeper than MAX_NESTING levels (or an alias contains itself)."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_alias_depth(root: yaml.Node) -> None:
+    """Refuse a node graph deeper than MAX_NESTING, counting what aliases bring in.
+
+    Composing bounds the written nesting, but ``b: &b [*a]``, ``c: &c [*b]``, ... nests one
+    level per line through aliases, and a recursive alias nests without end: construction
+    and validation would recurse through that. The walk is iterative (the graph may be deep
+    before it is refused); a node shared by several aliases is measured once.
+    """
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            below = max((depth[id(child)] for child in _children(node)), default=0)
+            if below + 1 > MAX_NESTING:
+                raise _TooDeepError(
+                    None,
+                    None,
+                    f"nesting deeper than {MAX_NESTING} levels (through aliases)",
+                    node.start_mark,
+                )
+            depth[key] = below + 1
+        elif key in on_path:
+            raise _TooDeepError(
+                None,
+                None,
+                "an alias refers to a node that contains it (a structure nested in itself)",
+                node.start_mark,
+            )
+        elif key not in depth:
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys and reads ``1e3`` as a float."""
+    """SafeLoader that rejects duplicate mapping keys, nesting deeper than MAX_NESTING
+    levels (PyYAML composes and constructs recursively), and reads ``1e3`` as a float."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _TooDeepError(
+                    None,
+                    None,
+                    f"nesting deeper than {MAX_NESTING} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_alias_depth(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: dict[Hashable, yaml.Node] = {}
@@ -666,6 +1025,8 @@ def _yaml_issue(file: str, exc: yaml.YAMLError) -> PolicyIssue:
     if isinstance(exc, _DuplicateKeyError):
         first = "" if exc.context_mark is None else f" (first on line {exc.context_mark.line + 1})"
         return PolicyIssue(file, None, "", f"{exc.problem}{where}{first}")
+    if isinstance(exc, _TooDeepError):
+        return PolicyIssue(file, None, "", f"{exc.problem}{where}")
     problem = exc.problem or exc.context or "syntax error"
     if exc.context and exc.problem:
         problem = f"{problem} ({exc.context})"
@@ -674,32 +1035,153 @@ def _yaml_issue(file: str, exc: yaml.YAMLError) -> PolicyIssue:
 
 # --------------------------------------------------------------------------- validation
 
-
-def _field(loc: Iterable[int | str]) -> str:
-    parts = [p for p in loc if p != "[key]"]
-    if len(parts) >= 2 and parts[0] == "scopes":
-        parts[1] = _label(str(parts[1])) if isinstance(parts[1], str) else str(parts[1])
-    return ".".join(str(p) for p in parts)
-
-
-_MESSAGES = {
-    "model_type": "Input should be a mapping of settings",
-    "dict_type": "Input should be a mapping",
+#: Keys that were part of the format and are refused with the reason (section, key) -> why.
+_REMOVED: dict[tuple[type[BaseModel], str], str] = {
+    (_RawBudget, "max_wait"): (
+        "retry.budget.max_wait was removed: a retry waiting for the retry budget is never "
+        "dead-lettered for waiting; remove the key"
+    ),
 }
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a pydantic error points, in the terms of the policy file."""
+
+    path: str
+    """The field path, scope names shown by :func:`_label` (``scopes.t.quota.limit``)."""
+    section: type[BaseModel] | None
+    """The settings section whose key the path ends at (for unknown keys)."""
+    value: type[BaseModel] | None
+    """The settings section expected at the place itself (for "must be a mapping")."""
+    names: bool = False
+    """The place is a mapping of names to settings (``scopes``)."""
+    off: bool = False
+    """The place is the ``false`` branch of a ``<section> | false`` field."""
+    key: bool = False
+    """The place is a name (a mapping key), not a value."""
+
+
+def _type_args(annotation: object) -> Iterator[object]:
+    """An annotation and everything nested in it (type arguments, Annotated metadata)."""
+    yield annotation
+    for arg in get_args(annotation):
+        yield from _type_args(arg)
+
+
+def _place(loc: tuple[int | str, ...]) -> _Place:
+    """Follow ``loc`` through the raw models: a tag of a ``<section> | false`` field is
+    dropped, and a scope name is always a name, even if it looks like a tag or a field."""
+    model: type[BaseModel] | None = _RawDependency
+    section: type[BaseModel] | None = None
+    value: type[BaseModel] | None = _RawDependency
+    names = off = key = False
+    parts: list[str] = []
+    i = 0
+    while i < len(loc):
+        part, i = loc[i], i + 1
+        parts.append(str(part))
+        section, value, names, off = model, None, False, False
+        info = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        if info is None:
+            model = None
+            continue
+        inner = list(_type_args(info.annotation))
+        model = value = next(
+            (a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if any(isinstance(a, Discriminator) for a in inner) and i < len(loc):
+            off, i = loc[i] == _OFF, i + 1
+            if off:
+                model = None  # ``false`` has no keys; value stays, for the message
+        elif any(get_origin(a) is dict for a in inner):
+            if i == len(loc):
+                names, value = True, None
+                continue
+            name, i = loc[i], i + 1
+            parts.append(_label(name) if isinstance(name, str) else str(name))
+            if i < len(loc) and loc[i] == "[key]":
+                key, i = True, i + 1
+    return _Place(".".join(parts), section, value, names, off, key)
+
+
+def _plain(bound: object) -> str:
+    """A bound from pydantic's context as written: ``1`` rather than ``1.0``."""
+    if isinstance(bound, float) and bound.is_integer():
+        return str(int(bound))
+    return str(bound)
+
+
+def _unknown_key(section: type[BaseModel] | None, key: object) -> str:
+    if section is not None and isinstance(key, str) and (section, key) in _REMOVED:
+        return _REMOVED[(section, key)]
+    allowed = [] if section is None else list(section.model_fields)
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if close:
+            return f"unknown key {_shown(key)}; did you mean {close[0]!r}?"
+    return f"unknown key {_shown(key)}; the keys here are {', '.join(allowed)}"
+
+
+#: Messages of errors whose words are only a bound or a type: "must be <this>, got <input>".
+_MUST_BE: dict[str, Callable[[dict[str, Any]], str]] = {
+    "int_type": lambda ctx: "a whole number",
+    "float_type": lambda ctx: "a number",
+    "finite_number": lambda ctx: "a finite number",
+    "greater_than": lambda ctx: f"greater than {_plain(ctx['gt'])}",
+    "greater_than_equal": lambda ctx: f"at least {_plain(ctx['ge'])}",
+    "less_than": lambda ctx: f"less than {_plain(ctx['lt'])}",
+    "less_than_equal": lambda ctx: f"at most {_plain(ctx['le'])}",
+    "literal_error": lambda ctx: str(ctx["expected"]),
+    "string_type": lambda ctx: "text",
+    "list_type": lambda ctx: "a list",
+    "tuple_type": lambda ctx: "a list",
+    "bool_type": lambda ctx: "true or false",
+}
+
+#: Words pydantic uses that mean nothing to someone writing a policy file.
+_INTERNALS = ("_Raw", "literal[", "instance of", "pydantic", "Input should", "[key]")
+
+
+def _message(error: ErrorDetails, place: _Place) -> str:
+    """One pydantic error in plain words about the policy file."""
+    kind, given = error["type"], error["input"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    if place.key:
+        return (
+            f"scope names must be strings, got {type(given).__name__} {given!r} (quote it in YAML)"
+        )
+    if kind in ("extra_forbidden", "invalid_key"):
+        return _unknown_key(place.section, error["loc"][-1] if error["loc"] else given)
+    if kind == "string_unicode" and isinstance(given, str) and place.value is not None:
+        return _unknown_key(place.value, given)  # a key that is not valid Unicode text
+    if kind == "missing":
+        return "this setting is required"
+    if place.off:
+        fields = ", ".join(place.value.model_fields) if place.value else "settings"
+        return f"must be a mapping ({fields}) or false to turn it off, got {_shown(given)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        if place.names:
+            return f"must be a mapping of names to settings, got {_shown(given)}"
+        fields = f" ({', '.join(place.value.model_fields)})" if place.value else ""
+        return f"must be a mapping of settings{fields}, got {_shown(given)}"
+    if kind in _MUST_BE:
+        return f"must be {_MUST_BE[kind](ctx)}, got {_shown(given)}"
+    text = error["msg"].removeprefix("Value error, ")
+    if any(word in text for word in _INTERNALS):
+        return f"invalid value {_shown(given)}"
+    return text
 
 
 def _validation_issues(file: str, dependency: str, exc: ValidationError) -> list[PolicyIssue]:
     issues = []
     for error in exc.errors(include_url=False):
-        loc = error["loc"]
-        if "[key]" in loc:
-            message = (
-                f"scope names must be strings, got {type(error['input']).__name__} "
-                f"{error['input']!r} (quote it in YAML)"
-            )
-        else:
-            message = _MESSAGES.get(error["type"], error["msg"])
-        issues.append(PolicyIssue(file, dependency, _field(loc), message))
+        place = _place(error["loc"])
+        path = place.path
+        if error["type"] == "string_unicode" and isinstance(error["input"], str):
+            # pydantic points at the mapping whose key is not valid Unicode: name the key
+            path = ".".join(part for part in (path, _label(error["input"])) if part)
+        issues.append(PolicyIssue(file, dependency, path, _message(error, place)))
     return issues
 
 
@@ -786,7 +1268,7 @@ def _resolve(
                     file,
                     name,
                     field,
-                    f"rate {_rate(limits.rate)} with burst {limits.burst} takes "
+                    f"rate {format_rate(limits.rate)} with burst {limits.burst} takes "
                     f"{refill_us / 1e6 / 86_400 / 365:.0f} years to refill; the limit is "
                     "100 years: raise the rate or lower the burst",
                 )
@@ -802,6 +1284,13 @@ def _resolve(
     where, limit = _tightest_burst(raw.burst, default, overrides)
     if raw.max_cost is not None and raw.max_cost > limit:
         found.append(PolicyIssue(file, name, "max_cost", _cannot_fit(raw.max_cost, where, limit)))
+    max_cost = limit if raw.max_cost is None else raw.max_cost
+    weighted = [(DEFAULT_SCOPE, default)]
+    weighted += [(scope, overrides[scope]) for scope, r in scopes.items() if r.weight is not None]
+    for scope, limits in weighted:
+        problem = _tag_step_problem(max_cost, limits.weight)
+        if problem is not None:
+            found.append(PolicyIssue(file, name, f"scopes.{_label(scope)}.weight", problem))
 
     raw_retry = raw.retry or _RawRetry()
     retry = _attempts(raw_retry, AttemptPolicy(), "retry", file, name, found)
@@ -855,7 +1344,6 @@ def _resolve(
                 else RetryBudget(
                     ratio=budget.ratio,
                     min_per_second=budget.min_per_second,
-                    max_wait_ms=budget.max_wait,
                     window_ms=budget.window,
                 )
                 if budget is not None
@@ -873,7 +1361,7 @@ def _resolve(
         lease_ms=raw.lease,
         retention_ms=raw.retention,
         max_payload=raw.max_payload,
-        max_cost=limit if raw.max_cost is None else raw.max_cost,
+        max_cost=max_cost,
         default_scope=default,
         scope_overrides=overrides,
     )
@@ -1150,7 +1638,7 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
     if r.budget is not None:
         fields["budget_ratio_milli"] = round(r.budget.ratio * 1000)
         fields["budget_mps_milli"] = round(r.budget.min_per_second * 1000)
-        fields["budget_max_wait_ms"] = r.budget.max_wait_ms
+        fields["budget_max_wait_ms"] = 0  # removed from the format; the scripts read the field
         fields["budget_window_ms"] = r.budget.window_ms
     fields["circuit_enabled"] = int(policy.circuit is not None)
     if policy.circuit is not None:
@@ -1231,13 +1719,10 @@ def attempt_text(a: AttemptPolicy) -> str:
 # --------------------------------------------------------------------------- describe
 
 
-def _rate(rate: float) -> str:
-    return f"{int(rate)}/s" if rate.is_integer() else f"{rate!r}/s"
-
-
-def _describe_scope(limits: ScopeLimits) -> dict[str, object]:
+def _describe_scope(limits: ScopeLimits, default: ScopeLimits | None = None) -> dict[str, object]:
+    """One scope's limits; ``default`` is given for an override (it may drop the quota)."""
     out: dict[str, object] = {
-        "rate": _rate(limits.rate),
+        "rate": format_rate(limits.rate),
         "burst": limits.burst,
         "weight": limits.weight,
     }
@@ -1253,18 +1738,24 @@ def _describe_scope(limits: ScopeLimits) -> dict[str, object]:
             "window": q.window,
             "on_exhausted": q.on_exhausted,
         }
+    elif default is not None and default.quota is not None:
+        out["quota"] = "off"  # else it would read as inheriting the default's quota
     return out
 
 
 def describe(policy: DependencyPolicy) -> dict[str, object]:
     """A human-facing, JSON-serialisable summary (for ``janus policy show``).
 
-    Durations and sizes are rendered with units (``"30s"``, ``"1MiB"``), rates as
-    ``"50/s"``; ``scopes`` holds ``default`` first, then the overrides, resolved.
+    Durations and sizes are rendered with units (``"1m30s"``, ``"1MiB"``), rates as
+    ``"50/s"`` or ``"1/h"``; ``scopes`` holds ``default`` first, then the overrides, resolved.
+    Every value reads back through the policy format to the same compiled policy, but for
+    three display words: ``max_in_flight: "unlimited"`` (omit the key), ``"off"`` for the
+    retry budget or an override's quota (write ``false``), and ``enforced_rate`` (the rate
+    after rounding to whole microseconds; informational, not a key).
     """
-    enforced = 1_000_000 / interval_us(policy.rate)
+    enforced = Fraction(1_000_000, interval_us(policy.rate))
     summary: dict[str, object] = {
-        "rate": _rate(policy.rate),
+        "rate": format_rate(policy.rate),
         "burst": policy.burst,
         "max_in_flight": "unlimited" if policy.max_in_flight is None else policy.max_in_flight,
         "max_wait": format_duration_ms(policy.max_wait_ms),
@@ -1274,10 +1765,10 @@ def describe(policy: DependencyPolicy) -> dict[str, object]:
         "max_cost": policy.max_cost,
     }
     if enforced != policy.rate:
-        summary["enforced_rate"] = f"{enforced:.6g}/s"
+        summary["enforced_rate"] = f"{float(enforced):.6g}/s"
     scopes: dict[str, object] = {DEFAULT_SCOPE: _describe_scope(policy.default_scope)}
     for scope in sorted(policy.scope_overrides):
-        scopes[scope] = _describe_scope(policy.scope_overrides[scope])
+        scopes[scope] = _describe_scope(policy.scope_overrides[scope], policy.default_scope)
     summary["scopes"] = scopes
     r = policy.retry
     retry: dict[str, object] = _describe_attempts(r)
@@ -1287,7 +1778,6 @@ def describe(policy: DependencyPolicy) -> dict[str, object]:
         else {
             "ratio": r.budget.ratio,
             "min_per_second": r.budget.min_per_second,
-            "max_wait": format_duration_ms(r.budget.max_wait_ms),
             "window": format_duration_ms(r.budget.window_ms),
         }
     )

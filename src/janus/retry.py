@@ -1,5 +1,5 @@
 """Retry math as pure functions of (policy, attempt, job id): the same numbers the Lua
-computes (``lua/include/outcomes.lua``), for documentation, tests and capacity planning.
+computes (``lua/include/retry.lua``), for documentation, tests and capacity planning.
 
 Backoff before the attempt that follows failed attempt ``n`` (1-based)::
 
@@ -43,7 +43,7 @@ def backoff_ms(
     try:
         e = base * factor ** (attempt - 1)
     except OverflowError:
-        e = math.inf
+        e = math.inf if base > 0 else 0.0  # 0 x a huge growth is still 0
     e = min(e, cap)
     u = jitter_unit(job_id, attempt)
     if rules.jitter == "none":

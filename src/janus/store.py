@@ -49,8 +49,11 @@ from janus import calls, scripts
 from janus.calls import Call
 from janus.decisions import ScopeStatus
 from janus.errors import (
+    AccessDenied,
+    AuthenticationFailed,
     InvalidCost,
     InvalidInput,
+    NotReplicated,
     PayloadTooLarge,
     RedisOutOfMemory,
     RedisReadOnly,
@@ -58,6 +61,7 @@ from janus.errors import (
 )
 from janus.keys import Keys, encode_part, registry
 from janus.policy import SCOPE_FIELDS, CompiledPolicy
+from janus.urls import check_url, redact, redact_text
 
 AnyRedis = redis.Redis | RedisCluster
 R = TypeVar("R")
@@ -117,7 +121,10 @@ def translate(exc: Exception, what: str) -> Exception:
     """The Janus exception for a redis-py exception raised while doing ``what``."""
     if isinstance(exc, redis.exceptions.ResponseError) and "JANUS_INVALID" in str(exc):
         detail = str(exc).split("JANUS_INVALID", 1)[1].strip()
+        detail = detail.split(" script: ", 1)[0]  # Redis appends where a raised error came from
         index, _, text = detail.partition(" ")
+        if not index.isdigit() and index != "-":
+            index, text = "-", detail
         prefix = f"job #{index} of the batch: " if index.isdigit() else ""
         if "payload" in text:
             return PayloadTooLarge(f"{what}: {prefix}{text}")
@@ -125,6 +132,16 @@ def translate(exc: Exception, what: str) -> Exception:
             return InvalidCost(f"{what}: {prefix}{text}")
         return InvalidInput(f"{what}: {prefix}{text}")
     first = str(exc).split(" ", 1)[0] if isinstance(exc, redis.exceptions.ResponseError) else ""
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+        return AuthenticationFailed(
+            f"{what}: Redis refused the credentials ({redact_text(str(exc))}); check the user "
+            "and password in the URL"
+        )
+    if isinstance(exc, redis.exceptions.NoPermissionError) or first == "NOPERM":
+        return AccessDenied(
+            f"{what}: the Redis user may not do this ({redact_text(str(exc))}); see the ACL "
+            "rules Janus needs in the README (Security)"
+        )
     if isinstance(exc, redis.exceptions.OutOfMemoryError) or first == "OOM":
         return RedisOutOfMemory(
             f"{what}: Redis is out of memory (maxmemory reached, noeviction) and refused the "
@@ -136,7 +153,9 @@ def translate(exc: Exception, what: str) -> Exception:
             "nothing was changed"
         )
     if isinstance(exc, _UNAVAILABLE) or first in _TRANSIENT_REPLIES:
-        return RedisUnavailable(f"{what}: Redis is unavailable ({exc}); nothing was changed")
+        return RedisUnavailable(
+            f"{what}: Redis is unavailable ({redact_text(str(exc))}); nothing was changed"
+        )
     if isinstance(exc, redis.exceptions.NoScriptError):
         return RedisUnavailable(
             f"{what}: Janus's scripts keep disappearing from Redis (SCRIPT FLUSH, failover?) "
@@ -162,24 +181,77 @@ def guard(what: str) -> Iterator[None]:
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> AnyRedis:
-    """Open a client for ``url``; a Redis Cluster node is detected and handled as a cluster."""
-    with guard(f"connecting to {url}"):
+    """Open a client for ``url``; a Redis Cluster node is detected and handled as a cluster.
+
+    Detection uses HELLO (``@fast @connection``), not INFO (``@dangerous``), so a
+    least-privilege ACL user can connect. The URL is checked first (InvalidUrl) and shown
+    redacted in every message."""
+    check_url(url)
+    with guard(f"connecting to {redact(url)}"):
         probe = redis.Redis.from_url(url, socket_timeout=socket_timeout, retry=_retry())
         try:
-            info = probe.info("cluster")
+            hello = probe.execute_command("HELLO", "2")  # type: ignore[no-untyped-call]
         finally:
             probe.close()
-        if info.get("cluster_enabled") == 1:
+        mode = _hello_field(hello, "mode")
+        if mode == "cluster":
             return RedisCluster.from_url(url, socket_timeout=socket_timeout, retry=_retry())
         return redis.Redis.from_url(url, socket_timeout=socket_timeout, retry=_retry())
+
+
+def _hello_field(reply: object, name: str) -> str:
+    """A field of HELLO's reply (a flat list in RESP2; redis-py may hand a dict)."""
+    items: list[Any]
+    if isinstance(reply, dict):
+        items = [x for pair in reply.items() for x in pair]
+    elif isinstance(reply, list):
+        items = reply
+    else:
+        return ""
+    for key, value in zip(items[::2], items[1::2], strict=False):
+        key_s = key.decode() if isinstance(key, bytes) else str(key)
+        if key_s == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
 
 
 class Store:
     """Janus's state in one Redis (or one Redis Cluster) under one key prefix."""
 
-    def __init__(self, client: AnyRedis, *, prefix: str = "janus") -> None:
+    def __init__(
+        self,
+        client: AnyRedis,
+        *,
+        prefix: str = "janus",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
+        if (
+            isinstance(wait_replicas, bool)
+            or not isinstance(wait_replicas, int)
+            or not (0 <= wait_replicas <= 100)
+        ):
+            raise InvalidInput(f"wait_replicas must be an integer 0..100, got {wait_replicas!r}")
+        if (
+            isinstance(wait_timeout_ms, bool)
+            or not isinstance(wait_timeout_ms, int)
+            or not 1 <= wait_timeout_ms <= 600_000
+        ):
+            raise InvalidInput(
+                f"wait_timeout_ms must be an integer 1..600000, got {wait_timeout_ms!r}"
+            )
         self.client = client
         self.prefix = prefix
+        #: Durability (opt-in): each state-changing call returns only once this many replicas
+        #: have it (WAIT), so an async-replica failover cannot lose what was acknowledged.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        if isinstance(client, RedisCluster):
+            kwargs = client.nodes_manager.connection_kwargs
+        else:
+            kwargs = client.connection_pool.connection_kwargs
+        #: Blocking waits stay below the client's socket timeout, or they would time out.
+        self.socket_timeout: float | None = kwargs.get("socket_timeout")
         registry(prefix)  # validates the prefix
         self._keys: dict[str, Keys] = {}
         self._scripts: dict[str, Script] = {
@@ -187,8 +259,21 @@ class Store:
         }
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "janus", socket_timeout: float = 5.0) -> Store:
-        return cls(connect(url, socket_timeout=socket_timeout), prefix=prefix)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "janus",
+        socket_timeout: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> Store:
+        return cls(
+            connect(url, socket_timeout=socket_timeout),
+            prefix=prefix,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )
 
     @property
     def is_cluster(self) -> bool:
@@ -210,7 +295,7 @@ class Store:
     def run(self, call: Call[R]) -> R:
         """Send one script call and parse its reply; redis-py's errors become Janus's."""
         try:
-            reply = self._eval(call)
+            reply = self._eval_durable(call) if self.wait_replicas else self._eval(call)
         except _REDIS_ERRORS as exc:
             mapped = translate(exc, call.what)
             if mapped is exc:
@@ -230,6 +315,37 @@ class Store:
                 continue
         return script(keys=call.keys, args=call.args, client=self.client)
 
+    def _eval_durable(self, call: Call[Any]) -> Any:
+        """The call and a WAIT for ``wait_replicas`` replicas, in one round trip on one
+        connection (WAIT counts the replicas that have this connection's writes). Too few in
+        time: NotReplicated; the call's effect is on the primary but may not survive a
+        failover, and retrying it is safe (job ids, fetch ids, report ids)."""
+        node: Any = self.client
+        if isinstance(self.client, RedisCluster):
+            node = self.client.get_node_from_key(call.keys[0]).redis_connection  # type: ignore[no-untyped-call]
+        script = self._scripts[call.script]
+        for attempt in range(NOSCRIPT_RETRIES + 1):
+            pipe = node.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError) and attempt < NOSCRIPT_RETRIES:
+                node.script_load(script.script)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(acked, Exception):
+                raise acked
+            if int(acked) < self.wait_replicas:
+                raise NotReplicated(
+                    f"{call.what}: done on the primary, but only {int(acked)} of "
+                    f"{self.wait_replicas} replica(s) confirmed it within "
+                    f"{self.wait_timeout_ms} ms, so a failover could lose it; retrying the same "
+                    "call is safe"
+                )
+            return reply
+        raise redis.exceptions.NoScriptError("script vanished repeatedly")
+
     def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
         """Install one dependency's policy; returns (version, changed)."""
         version, changed = self.run(calls.apply_policy(self.keys(compiled.dependency), compiled))
@@ -241,15 +357,22 @@ class Store:
 
     # -- plain commands ------------------------------------------------------------------
 
+    def _block_s(self, timeout_s: float) -> float:
+        if self.socket_timeout:
+            timeout_s = min(timeout_s, self.socket_timeout * 0.75)
+        return max(timeout_s, 0.01)
+
     def wait_wake(self, dependency: str, timeout_s: float) -> bool:
         """Block (server side) until a script signals the coordinator, or the timeout."""
+        key = self.keys(dependency).wake
         with guard(f"waiting for work on {dependency!r}"):
-            return self.client.blpop([self.keys(dependency).wake], timeout=timeout_s) is not None
+            return self.client.blpop([key], timeout=self._block_s(timeout_s)) is not None
 
     def wait_work(self, dependency: str, timeout_s: float) -> bool:
         """Block (server side) until a script signals idle workers, or the timeout."""
+        key = self.keys(dependency).work
         with guard(f"waiting for work on {dependency!r}"):
-            return self.client.blpop([self.keys(dependency).work], timeout=timeout_s) is not None
+            return self.client.blpop([key], timeout=self._block_s(timeout_s)) is not None
 
     def forget_consumer(self, dependency: str, group: str, consumer: str) -> bool:
         """Delete ``consumer`` from its group when it holds no entries (a worker that stops

@@ -43,6 +43,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -54,7 +55,15 @@ from types import FrameType
 from janus import calls
 from janus.calls import Outcome
 from janus.decisions import FailOutcome, FetchResult, LeasedJob, ReportResult
-from janus.errors import InvalidInput, JanusError, LeaseLost, RedisUnavailable
+from janus.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    InvalidInput,
+    InvalidName,
+    JanusError,
+    LeaseLost,
+    RedisUnavailable,
+)
 from janus.keys import check_dependency
 from janus.store import Store
 
@@ -63,6 +72,12 @@ log = logging.getLogger("janus.worker")
 Handler = Callable[[LeasedJob], object]
 Clock = Callable[[], int]
 MAX_ERROR_KIND = 200
+#: Largest cost a report may state (Lua keeps every integer exact below 2**53).
+MAX_COST = 10**15
+#: Longest Retry-After a report may state (100 years, in ms).
+MAX_RETRY_AFTER_MS = 100 * 365 * 86_400_000
+#: A failure's detail is kept to its last this many bytes (UTF-8, whole characters).
+MAX_DETAIL_BYTES = 8192
 #: Bound on the due work (reclaims, jobs coming due) one fetch does for the dependency.
 FETCH_MAX_STEPS = 200
 #: Longest single server-side wait for work (kept below the socket timeout).
@@ -89,10 +104,13 @@ def default_consumer() -> str:
 
 
 def load_handler(path: str) -> Handler:
-    """Import ``"package.module:function"``; a clear InvalidInput when that fails."""
+    """Import ``"package.module:function"``; a clear InvalidInput when that fails. The
+    current directory is importable (like ``python -m``), so a module beside you loads."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise InvalidInput(f"handler {path!r} must look like 'package.module:function'")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -137,8 +155,17 @@ class Worker:
     ) -> None:
         check_dependency(dependency)
         for kind, value in (("group", group), ("consumer", consumer)):
-            if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
-                raise InvalidInput(f"{kind} must be a non-empty string of at most 200 characters")
+            if value is not None and (
+                not isinstance(value, str)
+                or not value
+                or len(value) > 200
+                or not _encodable(value)
+                or "\x00" in value
+            ):
+                raise InvalidName(
+                    f"{kind} must be a non-empty string of at most 200 characters of valid "
+                    f"Unicode text without NUL, got {value!r:.80}"
+                )
         self.store = store
         self.dependency = dependency
         self.group = group
@@ -224,11 +251,15 @@ class Worker:
         keeps time for this dependency, the next event the last fetch reported."""
         limit = min(timeout_s, MAX_BLOCK_S)
         if (not last.timer or not last.known) and last.next_us is not None:
-            until = (last.next_us / 1000 - last.now_ms) / 1000
-            limit = min(limit, max(until, 0.0) + 0.001)
-        if limit < 0.1:  # Redis times blocking commands out on a 100 ms tick
-            self._stop.wait(limit)
-            return
+            until = max((last.next_us / 1000 - last.now_ms) / 1000, 0.0) + 0.001
+            if until < limit:
+                if until < 0.1:
+                    # Due sooner than Redis's 100 ms blocking-timeout tick: a precise local
+                    # sleep (a signal meanwhile is seen at the next fetch, in < 100 ms).
+                    self._stop.wait(until)
+                    return
+                limit = until
+        # BLPOP returns as soon as a signal is pushed; its timeout only bounds an idle wait.
         self.store.wait_work(self.dependency, limit)
 
     # -- leases --------------------------------------------------------------------------
@@ -272,10 +303,12 @@ class Worker:
         error: str,
         retry_after_ms: int | None = None,
         detail: str = "",
+        actual_cost: int | None = None,
     ) -> FailOutcome:
         """Report a failure of kind ``error`` (e.g. ``"http_503"``, ``"timeout"``). Janus
-        decides: retry at some time, or dead-letter. Raises LeaseLost like :meth:`complete`."""
-        result = self._report_one(self.failed(job, error, retry_after_ms, detail))
+        decides: retry at some time, or dead-letter. The attempt is charged to the scope's
+        quota (``actual_cost``, default: as declared). Raises LeaseLost like :meth:`complete`."""
+        result = self._report_one(self.failed(job, error, retry_after_ms, detail, actual_cost))
         if not result.ok:
             raise _lost("fail", job, result.reason)
         if result.decision == "retry":
@@ -293,36 +326,48 @@ class Worker:
     def completed(self, job: LeasedJob, actual_cost: int | None = None) -> Outcome:
         """The outcome "completed" of ``job``, for :meth:`report`."""
         self._check(job)
-        if actual_cost is not None and (
-            isinstance(actual_cost, bool) or not isinstance(actual_cost, int) or actual_cost < 0
-        ):
-            raise InvalidInput(f"actual_cost must be an integer >= 0, got {actual_cost!r}")
-        return Outcome(job, "completed", uuid.uuid4().hex, actual_cost=actual_cost)
+        return Outcome(job, "completed", uuid.uuid4().hex, actual_cost=_actual(actual_cost))
 
     def failed(
-        self, job: LeasedJob, error: str, retry_after_ms: int | None = None, detail: str = ""
+        self,
+        job: LeasedJob,
+        error: str,
+        retry_after_ms: int | None = None,
+        detail: str = "",
+        actual_cost: int | None = None,
     ) -> Outcome:
-        """The outcome "failed with ``error``" of ``job``, for :meth:`report`."""
+        """The outcome "failed with ``error``" of ``job``, for :meth:`report`. The attempt is
+        charged to the scope's quota: ``actual_cost``, or its declared cost."""
         self._check(job)
-        if not isinstance(error, str) or not error or len(error) > MAX_ERROR_KIND:
+        if (
+            not isinstance(error, str)
+            or not error
+            or len(error) > MAX_ERROR_KIND
+            or not _encodable(error)
+        ):
             raise InvalidInput(
-                f"error must be a non-empty string of at most {MAX_ERROR_KIND} chars"
+                f"error must be a non-empty string of at most {MAX_ERROR_KIND} chars, got "
+                f"{error!r:.80}"
             )
         if retry_after_ms is not None and (
             isinstance(retry_after_ms, bool)
             or not isinstance(retry_after_ms, int)
-            or retry_after_ms < 0
+            or not 0 <= retry_after_ms <= MAX_RETRY_AFTER_MS
         ):
-            raise InvalidInput(f"retry_after_ms must be an integer >= 0, got {retry_after_ms!r}")
+            raise InvalidInput(
+                "retry_after_ms must be an integer between 0 and 100 years in ms, got "
+                f"{retry_after_ms!r:.80}"
+            )
         if not isinstance(detail, str):
             raise InvalidInput(f"detail must be a string, got {type(detail).__name__}")
         return Outcome(
             job,
             "failed",
             uuid.uuid4().hex,
+            actual_cost=_actual(actual_cost),
             error=error,
             retry_after_ms=retry_after_ms or 0,
-            detail=detail,
+            detail=_tail(detail, MAX_DETAIL_BYTES),
         )
 
     def returned(self, job: LeasedJob) -> Outcome:
@@ -382,7 +427,9 @@ class Worker:
         grace_s: float | None = None,
     ) -> WorkerStats:
         """Fetch, run ``handler(job)`` in a pool of ``concurrency`` threads, report, repeat,
-        until :meth:`stop` (or SIGTERM / SIGINT when ``install_signals``).
+        until :meth:`stop` (or SIGTERM / SIGINT when ``install_signals``). Redis outages,
+        OOM and read-only replicas are ridden out; AuthenticationFailed and AccessDenied stop
+        the loop (running jobs still get their grace) and are raised.
 
         A handler that returns completes the job; ``raise Retry(kind, retry_after_ms=...)``
         or any exception fails it (the kind is the exception's type name). Jobs are fetched
@@ -460,6 +507,8 @@ class _RunLoop:
             try:
                 result = self.w.fetch_result(free)
                 backoff = 0.0
+            except (AuthenticationFailed, AccessDenied):
+                raise  # waiting cannot fix these: run() stops and raises
             except JanusError as exc:
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 log.warning("fetch failed, retrying in %.1fs: %s", backoff, exc)
@@ -608,6 +657,37 @@ class _RunLoop:
                 self.w.forget()
             except JanusError as exc:
                 log.debug("could not remove consumer %r: %s", self.w.consumer, exc)
+
+
+def _actual(actual_cost: object) -> int | None:
+    if actual_cost is None:
+        return None
+    if (
+        isinstance(actual_cost, bool)
+        or not isinstance(actual_cost, int)
+        or not 0 <= actual_cost <= MAX_COST
+    ):
+        raise InvalidInput(
+            f"actual_cost must be an integer between 0 and 10**15, got {actual_cost!r:.80}"
+        )
+    return actual_cost
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of ``text`` in at most ``limit`` UTF-8 bytes, on a character boundary; what
+    UTF-8 cannot encode (a lone surrogate) is escaped, never an error."""
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) > limit:
+        data = data[-limit:]
+    return data.decode("utf-8", "ignore")
 
 
 def _lost(action: str, job: LeasedJob, reason: object) -> LeaseLost:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_policy_check_prints_every_error_and_exits_non_zero(
     out = result.output
     assert "bad.yaml: pay.rate:" in out
     assert "bad.yaml: pay.burst:" in out
-    assert "bad.yaml: pay.colour: Extra inputs are not permitted" in out
+    assert "bad.yaml: pay.colour: unknown key 'colour'" in out
     assert "3 error(s); nothing applied." in out
 
 
@@ -73,7 +74,9 @@ def test_policy_apply_writes_nothing_when_any_file_is_invalid(
 def test_apply_then_submit_then_status(
     runner: CliRunner, tmp_path: Path, standalone_url: str, prefix: str
 ) -> None:
-    """apply gives version 1, again "unchanged"; submit prints the decision; status shows it."""
+    """apply gives version 1, again "unchanged"; submit prints the decision as JSON (a new
+    job its scope allows now is "ready", waiting in Janus for a worker: record "scheduled",
+    attempt 0; the same id again is not created twice); status shows the waiting job."""
     (tmp_path / "p.yaml").write_text(GOOD)
     args = ["--redis", standalone_url, "--prefix", prefix]
     first = runner.invoke(main, ["policy", "apply", str(tmp_path), *args])
@@ -83,15 +86,32 @@ def test_apply_then_submit_then_status(
     sub = runner.invoke(main, ["submit", "pay", "--scope", "t1", "--job-id", "order-1", *args])
     assert sub.exit_code == 0, sub.output
     decision = json.loads(sub.output)
-    assert decision["status"] == "released" and decision["job_id"] == "order-1"
+    assert decision == {
+        "dependency": "pay",
+        "job_id": "order-1",
+        "status": "ready",
+        "reason": None,
+        "not_before_ms": decision["not_before_ms"],
+        "retry_after_ms": None,
+        "created": True,
+        "attempt": 0,
+        "state": "scheduled",
+    }
+    again = runner.invoke(main, ["submit", "pay", "--scope", "t1", "--job-id", "order-1", *args])
+    assert again.exit_code == 0, again.output
+    repeat = json.loads(again.output)
+    assert (repeat["status"], repeat["created"], repeat["state"]) == ("ready", False, "scheduled")
     status = runner.invoke(main, ["status", *args])
-    assert status.exit_code == 0 and "pay" in status.output and "v1" in status.output
+    assert status.exit_code == 0, status.output
+    (row,) = [line for line in status.output.splitlines() if " pay " in line]
+    cells = [c.strip() for c in re.split(r"[│┃|]", row) if c.strip()]
+    assert cells[:5] == ["pay", "v1", "1", "1", "0"]  # one job waiting (cost 1), none running
 
 
 def test_doctor_reports_missing_persistence(runner: CliRunner, standalone_url: str) -> None:
-    """The test server keeps nothing on disk: doctor says so (a warning, exit 0)."""
+    """The test server keeps nothing on disk: doctor says so (a warning: exit 1)."""
     result = runner.invoke(main, ["doctor", "--redis", standalone_url])
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert "[WARNING]" in result.output and "no persistence" in result.output
 
 
@@ -102,3 +122,103 @@ def test_commands_fail_cleanly_when_redis_is_down(runner: CliRunner, tmp_path: P
     result = runner.invoke(main, ["policy", "apply", str(tmp_path), "--redis", url])
     assert result.exit_code == 2
     assert "error:" in result.output and "Redis is unavailable" in result.output
+
+
+# -- a CLI a script can rely on (hard edges) --------------------------------------------
+
+
+def _applied(runner: CliRunner, tmp_path: Path, url: str, prefix: str) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD)
+    done = runner.invoke(
+        main, ["policy", "apply", str(tmp_path), "--redis", url, "--prefix", prefix]
+    )
+    assert done.exit_code == 0, done.output
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("redis:/host", "'redis:/host' is not a URL: write redis://host"),
+        ("http://host:6379/0", "the scheme must be redis://, rediss:// (TLS) or unix://"),
+        ("127.0.0.1:6379", "is not a URL: write redis://127.0.0.1:6379"),
+        ("redis://127.0.0.1:6379/42", "the database index must be a number 0..15, got '42'"),
+    ],
+)
+def test_bad_urls_are_one_line_and_exit_2(runner: CliRunner, url: str, text: str) -> None:
+    """A bad URL or database index used to print a 40-line traceback."""
+    result = runner.invoke(main, ["status", "--redis", url])
+    assert result.exit_code == 2
+    assert text in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_submit_exit_codes_tell_accepted_from_rejected(
+    runner: CliRunner, tmp_path: Path, standalone_url: str, prefix: str
+) -> None:
+    """`janus submit` exits 0 when the job is ready or scheduled and 3 when rejected (it
+    used to exit 0 on a rejection)."""
+    _applied(runner, tmp_path, standalone_url, prefix)
+    args = ["--redis", standalone_url, "--prefix", prefix]
+    codes = []
+    for i in range(60):  # rate 5, burst 5, max_wait 10 s: the tail is rejected
+        result = runner.invoke(main, ["submit", "pay", "--job-id", f"j{i}", *args])
+        codes.append((json.loads(result.output)["status"], result.exit_code))
+    assert ("ready", 0) in codes and ("scheduled", 0) in codes and ("rejected", 3) in codes
+    assert {code for status, code in codes if status == "rejected"} == {3}
+    unknown = runner.invoke(main, ["submit", "nope", *args])
+    assert unknown.exit_code == 3 and '"unknown_dependency"' in unknown.output
+
+
+def test_submit_reads_the_payload_from_a_file_or_stdin(
+    runner: CliRunner, tmp_path: Path, standalone_url: str, prefix: str
+) -> None:
+    """--payload-file PATH and --payload-file - (stdin) send the bytes as they are."""
+    from janus.client import Janus
+
+    _applied(runner, tmp_path, standalone_url, prefix)
+    args = ["--redis", standalone_url, "--prefix", prefix]
+    blob = bytes(range(256))
+    (tmp_path / "blob.bin").write_bytes(blob)
+    a = runner.invoke(main, ["submit", "pay", "--job-id", "f", "--payload-file",
+                             str(tmp_path / "blob.bin"), *args])  # fmt: skip
+    b = runner.invoke(main, ["submit", "pay", "--job-id", "s", "--payload-file", "-", *args],
+                      input=b"from stdin")  # fmt: skip
+    assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
+    jn = Janus.from_url(standalone_url, prefix=prefix)
+    assert jn.job("pay", "f").payload == blob  # type: ignore[union-attr]
+    assert jn.job("pay", "s").payload == b"from stdin"  # type: ignore[union-attr]
+    both = runner.invoke(main, ["submit", "pay", "--payload", "x", "--payload-file", "-", *args])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_doctor_exits_1_on_warnings_unless_told_otherwise(
+    runner: CliRunner, standalone_url: str
+) -> None:
+    """The test server keeps nothing on disk: a warning, so exit 1; --warn-only exits 0."""
+    strict = runner.invoke(main, ["doctor", "--redis", standalone_url])
+    assert strict.exit_code == 1 and "[WARNING]" in strict.output
+    lenient = runner.invoke(main, ["doctor", "--redis", standalone_url, "--warn-only"])
+    assert lenient.exit_code == 0
+
+
+def test_version_and_up_front_name_checks(runner: CliRunner, standalone_url: str) -> None:
+    """`janus --version` prints the version; `janus coordinator -d 'bad name'` is refused at
+    once (it used to log tracebacks in a loop)."""
+    from janus import __version__
+
+    version = runner.invoke(main, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"janus {__version__}"
+    bad = runner.invoke(main, ["coordinator", "-d", "bad name", "--redis", standalone_url])
+    assert bad.exit_code == 2 and "invalid dependency name 'bad name'" in bad.output
+
+
+def test_worker_handler_in_the_current_directory_is_importable(tmp_path: Path) -> None:
+    """`janus worker --handler mymod:fn` finds mymod.py in the current directory."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mymod.py").write_text("def fn(job):\n    return None\n")
+    code = "from janus.worker import load_handler; print(load_handler('mymod:fn').__name__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "fn", done.stderr

@@ -1,20 +1,26 @@
-"""Regressions found in review, each against real Redis with explicit time."""
+"""Regressions found in review, each against real Redis with explicit time.
+
+Each test keeps the property its fix protects, in the current flow (a job is released only
+when a worker fetches it). The old check that the in-flight index is pruned by retention is
+gone with the feature: running records no longer expire, so the index holds only running
+attempts and nothing needs pruning."""
 
 from __future__ import annotations
 
+from janus import calls
 from janus.client import Job
 from janus.coordinator import Coordinator
 from janus.keys import Keys
 from janus.policy import parse_policy_text
 
-from tests.helpers import FakeClock, make_janus, policy
+from tests.helpers import FakeClock, make_janus, policy, take
 
 
 def test_half_open_circuit_is_not_stuck_when_a_probe_fails_on_its_own_account(
     redis_url: str, prefix: str
 ) -> None:
     """A probe that fails with a non-retryable kind says nothing about the dependency: its
-    slot goes back and another probe is released, instead of half-open forever."""
+    slot goes back and the next fetch gets another probe, instead of half-open forever."""
     body = """
 api:
   rate: 1000
@@ -29,12 +35,15 @@ api:
     jn.submit_many("api", [Job(scope="t") for _ in range(2)])
     for job in w.fetch(count=10, block_ms=None):
         w.fail(job, "timeout")
+    assert jn.status("api").circuit == "open"
     jn.submit_many("api", [Job(scope="t", job_id=f"later-{i}") for i in range(3)])
-    assert coord.step("api", clock.advance_ms(1_001)).released == 1
+    assert coord.step("api", clock.advance_ms(1_001)).ready
     (probe,) = w.fetch(count=10, block_ms=None)
+    assert w.fetch(count=10, block_ms=None) == []  # the one probe is out
     assert w.fail(probe, "ValueError").decision == "dead"
-    assert coord.step("api", clock.advance_ms(1)).released == 1  # another probe goes
-    (probe2,) = w.fetch(count=10, block_ms=None)
+    assert coord.step("api", clock.advance_ms(1)).ready
+    (probe2,) = w.fetch(count=10, block_ms=None)  # another probe goes
+    assert jn.status("api").circuit == "half_open"
     w.complete(probe2)
     assert jn.status("api").circuit == "closed"
 
@@ -42,8 +51,10 @@ api:
 def test_rolling_quota_forgets_expired_charges_even_without_a_new_reservation(
     redis_url: str, prefix: str
 ) -> None:
-    """Pruning expired reservations from a rolling window updates the stored total at once
-    (a check that reserves nothing used to leave it stale and starve the scope)."""
+    """Pruning expired charges from a rolling window updates the stored total at once: a
+    check that reserves nothing (a submit) prunes them, and the next fetch, which finds
+    nothing left to prune, still sees the window empty and releases the waiting work (a
+    stale total used to starve the scope)."""
     body = """
 api:
   rate: 1000
@@ -55,66 +66,105 @@ api:
 """
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, body, clock)
-    w, coord = jn.worker("api", group="g", consumer="w"), Coordinator(jn.store)
     jn.submit("api", scope="t", cost=10)
-    (job,) = w.fetch(block_ms=None)
+    (job,) = take(jn, "api")
+    w = jn.worker("api", group="g", consumer="w1")
     w.complete(job)
-    assert jn.submit("api", scope="t", cost=10).status == "scheduled"  # window still full
+    assert jn.submit("api", scope="t", cost=5, job_id="w").status == "scheduled"  # full
+    assert take(jn, "api") == []
     clock.advance_ms(12_000)
-    # This submit prunes the expired charge while checking, and reserves nothing itself
-    # (the job already waiting comes first).
-    assert jn.submit("api", scope="t", cost=10, job_id="a").status == "scheduled"
-    assert coord.step("api", clock.advance_ms(10)).released == 1  # the waiting job fits
+    quota = Keys(prefix, "api").quota("t")
+    assert jn.store.client.hget(quota, "sum") == b"10"  # the expired charge, not pruned yet
+    # This submit prunes the expired charge while checking, and reserves nothing itself.
+    assert jn.submit("api", scope="t", cost=5, job_id="a").status == "ready"
+    assert jn.store.client.hget(quota, "sum") == b"0"
+    assert jn.store.client.zcard(quota + ":log") == 0
+    assert sorted(j.id for j in take(jn, "api")) == ["a", "w"]  # both fit the window
     assert jn.scope_status("api", "t").quota_used == 10
 
 
-def test_resent_start_and_reports_get_the_same_answer(redis_url: str, prefix: str) -> None:
-    """redis-py re-sends a call whose reply was lost: start, complete and fail answer the
-    re-send as they answered the original (no wasted attempt, no false LeaseLost)."""
+def test_submit_behind_waiting_work_the_quota_cannot_fit_now_is_scheduled(
+    redis_url: str, prefix: str
+) -> None:
+    """A submit whose scope's waiting work plus its own cost exceeds the quota's limit does
+    not fit the window now: it is "scheduled" (not "ready"), and indeed no fetch takes it
+    until the quota frees up."""
+    body = """
+api:
+  rate: 1000
+  burst: 100
+  max_wait: 1d
+  lease: 1h
+  scopes:
+    default: {quota: {limit: 10, period: 10s, window: rolling, on_exhausted: wait}}
+"""
+    clock = FakeClock()
+    jn = make_janus(redis_url, prefix, body, clock)
+    jn.submit("api", scope="t", cost=10)
+    (job,) = take(jn, "api")
+    jn.worker("api", group="g", consumer="w1").complete(job)
+    assert jn.submit("api", scope="t", cost=10, job_id="w").status == "scheduled"
+    clock.advance_ms(12_000)
+    # "w" (cost 10) comes first and fills the window: "a" cannot go now.
+    assert jn.submit("api", scope="t", cost=10, job_id="a").status == "scheduled"
+    assert [j.id for j in take(jn, "api")] == ["w"]
+
+
+def test_resent_fetch_and_reports_get_the_same_answer(redis_url: str, prefix: str) -> None:
+    """redis-py re-sends a call whose reply was lost: a re-sent fetch (same fetch id) gets
+    the same jobs and releases nothing new (no wasted attempt, no job held by a worker that
+    does not know it); re-sent complete and fail outcomes (same report ids) get the answer
+    the first send got (no false LeaseLost), while a new report of a finished job is
+    refused."""
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, "api:\n  rate: 100\n  burst: 10\n", clock)
     store = jn.store
-    jn.submit_many("api", [Job(scope="t", job_id="a"), Job(scope="t", job_id="b")])
+    keys = store.keys("api")
+    jn.submit_many("api", [Job(scope="t", job_id=j) for j in ("a", "b", "c")])
+    fetch = calls.fetch(
+        keys, group="g", consumer="w", count=2, fetch_id="f1", max_steps=200, now_us=clock()
+    )
+    first = store.run(fetch)
+    again = store.run(fetch)
+    assert [(j.id, j.attempt) for j in first.jobs] == [("a", 1), ("b", 1)]
+    assert not first.repeat and again.repeat
+    assert again.jobs == first.jobs
+    assert jn.status("api").in_flight == 2 and store.stream_counts("api") == {"g": (2, 2)}
+    assert jn.job("api", "c").status == "scheduled"  # type: ignore[union-attr]
     w = jn.worker("api", group="g", consumer="w")
-    entries = store.read("api", "g", "w", 10, None)
-    args = [
-        (
-            Keys(prefix, "api").job(f[b"id"].decode())[len(Keys(prefix, "api").job_prefix) :],
-            eid,
-            int(f[b"attempt"]),
-        )
-        for eid, f in entries
-    ]
-    first = store.start("api", "g", "w", args, clock())
-    again = store.start("api", "g", "w", args, clock())
-    assert first[0::8] == [1, 1] and again[0::8] == [1, 1]
-    a_enc, a_token, _ = args[0]
-    b_enc, b_token, _ = args[1]
-    # A re-send repeats the same report id; a new report (a real double complete) does not.
-    assert store.complete("api", "g", a_enc, 1, a_token, clock(), None, "r1") == [1, b""]
-    assert store.complete("api", "g", a_enc, 1, a_token, clock(), None, "r1") == [1, b""]
-    assert store.complete("api", "g", a_enc, 1, a_token, clock(), None, "r2")[0] == 0
-    once = store.fail("api", "g", b_enc, 1, b_token, "timeout", 0, "", clock(), "r3")
-    twice = store.fail("api", "g", b_enc, 1, b_token, "timeout", 0, "", clock(), "r3")
-    assert once[0] == 1 and once == twice
-    assert w.stats.lease_lost == 0
+    a, b = first.jobs
+    done = w.completed(a)
+    failed = w.failed(b, "timeout")
+    once = store.run(calls.report(keys, [done, failed], clock()))
+    twice = store.run(calls.report(keys, [done, failed], clock()))
+    assert [r.decision for r in once] == ["completed", "retry"] and all(r.ok for r in once)
+    assert twice == once
+    (double,) = w.report([w.completed(a)])  # a new report id: a real double complete
+    assert (double.ok, double.reason) == (False, "finished")
+    info_a, info_b = jn.job("api", "a"), jn.job("api", "b")
+    assert info_a is not None and [h["outcome"] for h in info_a.history] == ["completed"]
+    assert info_b is not None and [h["outcome"] for h in info_b.history] == ["failed"]
+    assert (info_b.status, info_b.attempt) == ("failed", 1)
 
 
-def test_a_dead_lettered_failure_wakes_the_coordinator_for_the_freed_slot(
+def test_a_dead_lettered_failure_wakes_a_worker_for_the_freed_slot(
     redis_url: str, prefix: str
 ) -> None:
-    """With max_in_flight, a failure that ends the job still frees its slot: the coordinator
-    is told at once, as on complete."""
+    """With max_in_flight, a failure that ends the job still frees its slot: an idle worker
+    is told at once (a token on the work list), as on complete, and its fetch gets the job
+    that waited for the slot."""
     body = "api:\n  rate: 100\n  burst: 10\n  max_in_flight: 1\n  retry: {retry_on: [timeout]}\n"
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, body, clock)
-    jn.submit_many("api", [Job(scope="t"), Job(scope="t")])
+    jn.submit_many("api", [Job(scope="t", job_id="x"), Job(scope="t", job_id="y")])
     w = jn.worker("api", group="g", consumer="w")
     (job,) = w.fetch(block_ms=None)
-    Coordinator(jn.store).step("api", clock())
-    jn.store.client.delete(Keys(prefix, "api").wake)
+    assert w.fetch(block_ms=None) == []  # the one slot is taken
+    work = Keys(prefix, "api").work
+    jn.store.client.delete(work)
     assert w.fail(job, "ValueError").decision == "dead"
-    assert jn.store.client.llen(Keys(prefix, "api").wake) == 1
+    assert jn.store.client.llen(work) == 1
+    assert [j.id for j in w.fetch(block_ms=None)] == ["y" if job.id == "x" else "x"]
 
 
 def test_changing_a_weight_while_active_does_not_skew_the_fair_queue(
@@ -136,8 +186,10 @@ api:
     state = Keys(prefix, "api").state
     assert jn.store.client.hget(state, "active_w") == b"6000"
     jn.apply_policies(parse_policy_text(policy(body.replace("weight: 3", "weight: 1")), "x"))
-    coord = Coordinator(jn.store)
+    got = take(jn, "api")
     for _ in range(10):
-        coord.step("api", clock.advance_ms(1_000))
+        clock.advance_ms(1_000)
+        got += take(jn, "api")
+    assert len(got) == 4
     assert jn.status("api").scheduled == 0
     assert jn.store.client.hget(state, "active_w") == b"0"

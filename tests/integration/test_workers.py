@@ -239,7 +239,7 @@ def test_a_fetch_lost_in_transit_is_recovered_by_the_next_fetch(
     fetch re-sends it under the same id and gets those jobs: none is left held by nobody."""
     from janus.errors import RedisUnavailable
 
-    jn, clock = _setup(redis_url, prefix)
+    jn, _ = _setup(redis_url, prefix)
     jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(4)])
     w = jn.worker("pay", group="billing", consumer="w1")
     real_run = jn.store.run
@@ -266,7 +266,7 @@ def test_return_unstarted_gives_the_job_back_without_using_an_attempt(
 ) -> None:
     """A job given back unstarted goes to the head of its scope's line with its attempt
     count unchanged; its slot and stream entry are freed."""
-    jn, clock = _setup(redis_url, prefix)
+    jn, _ = _setup(redis_url, prefix)
     jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(3)])
     w = jn.worker("pay", group="billing", consumer="w1")
     a, _b = w.fetch(count=2, block_ms=None)
@@ -325,7 +325,7 @@ def test_heartbeat_many_extends_every_live_lease_in_one_call(redis_url: str, pre
 def test_a_missing_group_is_recreated_by_the_next_fetch(redis_url: str, prefix: str) -> None:
     """Redis restarted empty (or the group was destroyed): the worker's fetch creates the
     stream and group again and delivers; nothing raises NOGROUP."""
-    jn, clock = _setup(redis_url, prefix)
+    jn, _ = _setup(redis_url, prefix)
     job = _one(jn)
     w = jn.worker("pay", group="billing", consumer="w1")
     w.complete(job)
@@ -354,8 +354,17 @@ def test_bad_reports_raise_and_change_nothing(redis_url: str, prefix: str) -> No
             other.complete(job)
         with pytest.raises(InvalidInput, match="error must be a non-empty string"):
             w.fail(job, "")
-        with pytest.raises(InvalidInput, match="retry_after_ms must be an integer >= 0"):
+        with pytest.raises(InvalidInput, match="retry_after_ms must be an integer between 0 and"):
             w.fail(job, "http_429", retry_after_ms=-5)
+        with pytest.raises(InvalidInput, match="retry_after_ms must be an integer between 0 and"):
+            w.fail(job, "http_429", retry_after_ms=2**63)
+        for bad in (-1, 10**20, 2.5, True):
+            with pytest.raises(InvalidInput, match="actual_cost must be an integer between 0"):
+                w.complete(job, actual_cost=bad)  # type: ignore[arg-type]
+            with pytest.raises(InvalidInput, match="actual_cost must be an integer between 0"):
+                w.fail(job, "boom", actual_cost=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="error must be a non-empty string"):
+            w.fail(job, "kind\udcff")
         forged = LeasedJob("pay", job.id, "t1", b"", job.attempt, 1, 0, "0-1")
         with pytest.raises(LeaseLost) as err:
             w.complete(forged)

@@ -61,3 +61,28 @@ def test_invalid_prefix_and_names_are_refused() -> None:
     with pytest.raises(InvalidName, match="limit is 16384 bytes"):
         check_user_name("scope", "é" * 8193)
     assert check_user_name("scope", "é" * 8192)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "index"),
+    [
+        ("scope", "\ud800", 0),
+        ("scope", "tenant-\udfff", 7),
+        ("job_id", "ok\ud83d\ude42", 2),  # a surrogate pair in a str is still two lone halves
+        ("job_id", "caf\udce9", 3),  # what surrogateescape makes of a stray Latin-1 byte
+    ],
+)
+def test_text_utf8_cannot_encode_is_an_invalid_name(kind: str, value: str, index: int) -> None:
+    """A scope name or job id with a lone surrogate is InvalidName, naming where it is
+    (before, encode() with surrogatepass hid it until redis-py raised UnicodeEncodeError)."""
+    with pytest.raises(InvalidName) as caught:
+        check_user_name(kind, value)
+    assert (
+        str(caught.value) == f"{kind} must be valid Unicode text: lone surrogate at index {index}"
+    )
+
+
+def test_valid_non_ascii_names_are_accepted() -> None:
+    """Any text UTF-8 can encode stays a valid name, astral characters included."""
+    for value in ("ünïcødé", "🙂", "\U0010ffff", "a\u200bb"):
+        assert check_user_name("scope", value) == value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from fractions import Fraction
@@ -23,11 +24,13 @@ from janus.policy import (
     compile_policy,
     describe,
     format_duration_ms,
+    format_rate,
     format_size,
     interval_us,
     load_policies,
     parse_duration_ms,
     parse_policy_text,
+    parse_rate,
     parse_size,
     weight_milli,
 )
@@ -242,22 +245,22 @@ def test_yaml_merge_keys_are_not_duplicates() -> None:
 
 FIELD_CASES = [
     # (settings YAML, field, expected message fragment)
-    ("rate: 0\nburst: 1", "rate", "Input should be greater than 0"),
-    ("rate: -1\nburst: 1", "rate", "Input should be greater than 0"),
-    ("rate: true\nburst: 1", "rate", "Input should be a valid number"),
-    ("rate: fast\nburst: 1", "rate", "Input should be a valid number"),
-    ("rate: '5'\nburst: 1", "rate", "Input should be a valid number"),
-    ("rate: .nan\nburst: 1", "rate", "Input should be a finite number"),
-    ("rate: 1000001\nburst: 1", "rate", "Input should be less than or equal to 1000000"),
-    ("burst: 1", "rate", "Field required"),
-    ("rate: 1", "burst", "Field required"),
-    ("rate: 1\nburst: 0", "burst", "Input should be greater than or equal to 1"),
-    ("rate: 1\nburst: ten", "burst", "Input should be a valid integer"),
-    ("rate: 1\nburst: 2.5", "burst", "Input should be a valid integer"),
-    ("rate: 1\nburst: true", "burst", "Input should be a valid integer"),
-    ("rate: 1\nburst: 1000000001", "burst", "Input should be less than or equal to 1000000000"),
-    ("rate: 1\nburst: 1\nmax_in_flight: 0", "max_in_flight", "greater than or equal to 1"),
-    ("rate: 1\nburst: 1\nmax_in_flight: 1.5", "max_in_flight", "valid integer"),
+    ("rate: 0\nburst: 1", "rate", "a rate must be greater than 0, got 0"),
+    ("rate: -1\nburst: 1", "rate", "a rate must be greater than 0, got -1"),
+    ("rate: true\nburst: 1", "rate", "a rate must be a number of cost units per second or a"),
+    ("rate: fast\nburst: 1", "rate", "invalid rate 'fast': write a number of cost units"),
+    ("rate: '5'\nburst: 1", "rate", "rate '5' has no unit: write e.g. '5/s', or a bare number"),
+    ("rate: .nan\nburst: 1", "rate", "a rate must be a finite number, got nan"),
+    ("rate: 1000001\nburst: 1", "rate", "a rate must be at most 1000000/s, got 1000001"),
+    ("burst: 1", "rate", "this setting is required"),
+    ("rate: 1", "burst", "this setting is required"),
+    ("rate: 1\nburst: 0", "burst", "must be at least 1, got 0"),
+    ("rate: 1\nburst: ten", "burst", "must be a whole number, got 'ten'"),
+    ("rate: 1\nburst: 2.5", "burst", "must be a whole number, got 2.5"),
+    ("rate: 1\nburst: true", "burst", "must be a whole number, got true"),
+    ("rate: 1\nburst: 1000000001", "burst", "must be at most 1000000000, got 1000000001"),
+    ("rate: 1\nburst: 1\nmax_in_flight: 0", "max_in_flight", "must be at least 1, got 0"),
+    ("rate: 1\nburst: 1\nmax_in_flight: 1.5", "max_in_flight", "must be a whole number, got 1.5"),
     ("rate: 1\nburst: 1\nmax_wait: -1", "max_wait", "must not be negative"),
     ("rate: 1\nburst: 1\nmax_wait: 5x", "max_wait", "unknown duration unit 'x'"),
     ("rate: 1\nburst: 1\nmax_wait: true", "max_wait", "a duration must be a number"),
@@ -268,22 +271,22 @@ FIELD_CASES = [
     ("rate: 1\nburst: 1\nmax_payload: 513MiB", "max_payload", "must be between 1B and 512MiB"),
     ("rate: 1\nburst: 1\nmax_payload: 1.5", "max_payload", "whole number of bytes"),
     ("rate: 1\nburst: 1\nmax_payload: 1TB", "max_payload", "unknown size unit 'TB'"),
-    ("rate: 1\nburst: 1\nmax_cost: 0", "max_cost", "greater than or equal to 1"),
-    ("rate: 1\nburst: 1\ncolour: red", "colour", "Extra inputs are not permitted"),
-    ("rate: 1\nburst: 1\nscopes: [a, b]", "scopes", "Input should be a mapping"),
-    ("rate: 1\nburst: 1\nscopes:\n  t: {rate: 0}", "scopes.t.rate", "greater than 0"),
-    ("rate: 1\nburst: 1\nscopes:\n  t: {burst: 0}", "scopes.t.burst", "greater than or equal to 1"),
-    ("rate: 1\nburst: 1\nscopes:\n  t: {weight: 0}", "scopes.t.weight", ">= 0.001"),
-    ("rate: 1\nburst: 1\nscopes:\n  t: {weight: -1}", "scopes.t.weight", ">= 0.001"),
+    ("rate: 1\nburst: 1\nmax_cost: 0", "max_cost", "must be at least 1, got 0"),
+    ("rate: 1\nburst: 1\ncolour: red", "colour", "unknown key 'colour'; the keys here are rate,"),
+    ("rate: 1\nburst: 1\nscopes: [a, b]", "scopes", "must be a mapping of names to settings"),
+    ("rate: 1\nburst: 1\nscopes:\n  t: {rate: 0}", "scopes.t.rate", "greater than 0, got 0"),
+    ("rate: 1\nburst: 1\nscopes:\n  t: {burst: 0}", "scopes.t.burst", "at least 1, got 0"),
+    ("rate: 1\nburst: 1\nscopes:\n  t: {weight: 0}", "scopes.t.weight", ">= 0.001, got 0"),
+    ("rate: 1\nburst: 1\nscopes:\n  t: {weight: -1}", "scopes.t.weight", ">= 0.001, got -1"),
     ("rate: 1\nburst: 1\nscopes:\n  t: {weight: 0.0005}", "scopes.t.weight", ">= 0.001"),
-    ("rate: 1\nburst: 1\nscopes:\n  t: {colour: red}", "scopes.t.colour", "Extra inputs"),
-    ("rate: 1\nburst: 1\nscopes:\n  t: null", "scopes.t", "Input should be a mapping of settings"),
+    ("rate: 1\nburst: 1\nscopes:\n  t: {colour: red}", "scopes.t.colour", "unknown key 'colour'"),
+    ("rate: 1\nburst: 1\nscopes:\n  t: null", "scopes.t", "must be a mapping of settings (rate,"),
     ("rate: 1\nburst: 1\nscopes:\n  default: {rate: 0}", "scopes.default.rate", "greater than 0"),
 ]
 
 
 def _normalise(fragment: str) -> str:
-    return fragment.replace(">= 0.001", "Input should be greater than or equal to 0.001")
+    return fragment.replace(">= 0.001", "must be at least 0.001")
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), FIELD_CASES)
@@ -299,7 +302,9 @@ def test_invalid_setting_gives_one_issue_at_its_field(
 def test_issue_renders_file_dependency_and_field() -> None:
     """str(issue) reads 'file: dependency.field: message'."""
     issue = only_issue(dep("rate: 1\nburst: 1\nscopes:\n  tenant-42: {rate: 0}"))
-    assert str(issue) == "test.yaml: payments.scopes.tenant-42.rate: Input should be greater than 0"
+    assert str(issue) == (
+        "test.yaml: payments.scopes.tenant-42.rate: a rate must be greater than 0, got 0"
+    )
 
 
 def test_all_issues_in_a_file_are_reported_together() -> None:
@@ -320,7 +325,7 @@ def test_policy_error_is_a_janus_error_listing_every_issue() -> None:
         parse_policy_text(dep("rate: 0\nburst: 0\n"), FILE)
     assert isinstance(caught.value, PolicyError)
     assert str(caught.value).startswith("2 policy error(s):")
-    assert "test.yaml: payments.rate: Input should be greater than 0" in str(caught.value)
+    assert "test.yaml: payments.rate: a rate must be greater than 0, got 0" in str(caught.value)
 
 
 # --------------------------------------------------------------------------- max_cost fit
@@ -683,10 +688,27 @@ def test_parse_size_rejects(value: object, message: str) -> None:
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("text", ["200ms", "1500ms", "30s", "90s", "10m", "1h", "1d", "36h"])
+@pytest.mark.parametrize(
+    "text", ["0ms", "200ms", "1s500ms", "30s", "1m30s", "10m", "1h", "1h30m", "1d", "1d12h"]
+)
 def test_format_duration_round_trips(text: str) -> None:
-    """format_duration_ms renders with the largest exact unit, and parses back to itself."""
+    """format_duration_ms renders units largest first, and parses back to itself."""
     assert format_duration_ms(parse_duration_ms(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(1500, "1s500ms"), (90_000, "1m30s"), (129_600_000, "1d12h"), (90_061_001, "1d1h1m1s1ms")],
+)
+def test_format_duration_is_compound(ms: int, text: str) -> None:
+    """A duration no single unit divides is written as a compound ('1m30s', not '90s')."""
+    assert format_duration_ms(ms) == text
+
+
+@given(st.integers(min_value=0, max_value=policy_module.MAX_DURATION_MS))
+def test_every_formatted_duration_parses_back(ms: int) -> None:
+    """Property: for every duration accepted, parse(format(ms)) == ms."""
+    assert parse_duration_ms(format_duration_ms(ms)) == ms
 
 
 @pytest.mark.parametrize("text", ["1B", "999B", "64KiB", "64KB", "1MiB", "1MB", "1GiB", "3GB"])
@@ -782,7 +804,7 @@ def test_compile_fields_names_and_values() -> None:
         "budget_enabled": 1,
         "budget_ratio_milli": 100,
         "budget_mps_milli": 1000,
-        "budget_max_wait_ms": 600_000,
+        "budget_max_wait_ms": 0,
         "budget_window_ms": 10_000,
         "circuit_enabled": 0,
     }
@@ -797,7 +819,7 @@ def test_compile_retry_circuit_and_scope_retry() -> None:
         "  max_attempts: 5\n"
         "  backoff: {base: 200ms, factor: 2, max: 30s, jitter: decorrelated}\n"
         "  retry_on: [timeout, http_5xx]\n"
-        "  budget: {ratio: 0.2, min_per_second: 2, max_wait: 1m, window: 30s}\n"
+        "  budget: {ratio: 0.2, min_per_second: 2, window: 30s}\n"
         "  max_retry_after: 10m\n"
         "  pause_on_retry_after: scope\n"
         "circuit: {failure_ratio: 0.25, min_requests: 10, window: 5s, open_for: 2s}\n"
@@ -964,7 +986,7 @@ def test_describe_example_payments() -> None:
             "max_attempts": 3,
             "backoff": {"base": "1s", "factor": 2.0, "max": "1m", "jitter": "full"},
             "retry_on": ["*"],
-            "budget": {"ratio": 0.1, "min_per_second": 1.0, "max_wait": "10m", "window": "10s"},
+            "budget": {"ratio": 0.1, "min_per_second": 1.0, "window": "10s"},
             "max_retry_after": "1h",
             "pause_on_retry_after": "dependency",
         },
@@ -1031,3 +1053,582 @@ def test_a_quota_smaller_than_max_cost_can_never_fit() -> None:
     assert [(i.field, i.message) for i in issues] == [
         ("max_cost", "max_cost 10 can never fit: scopes.t.quota.limit is 5")
     ]
+
+
+# --------------------------------------------------------------------------- rates as strings
+
+
+@pytest.mark.parametrize(
+    ("value", "rate"),
+    [
+        ("10/s", Fraction(10)),
+        ("600/m", Fraction(10)),
+        ("1/h", Fraction(1, 3600)),
+        ("2.5/s", Fraction(5, 2)),
+        ("100/d", Fraction(1, 864)),
+        (" 0.5 / m ", Fraction(1, 120)),
+        (10, Fraction(10)),
+        (2.5, Fraction(5, 2)),
+        (0.1, Fraction(1, 10)),
+    ],
+)
+def test_parse_rate_is_exact(value: object, rate: Fraction) -> None:
+    """Rates parse to exact units per second: '1/h' is 1/3600, not a rounded float."""
+    assert parse_rate(value) == rate
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "10 per sec",
+            "invalid rate '10 per sec': write a number of cost units per second, "
+            "or '10/s', '600/m', '1/h', '1/d'",
+        ),
+        ("10/sec", "unknown rate unit 'sec' in '10/sec': use s, m, h or d"),
+        (
+            "5",
+            "rate '5' has no unit: write e.g. '5/s', or a bare number (not a string) "
+            "for units per second",
+        ),
+        ("0/s", "a rate must be greater than 0, got '0/s'"),
+        ("-1/s", "a rate must be greater than 0, got '-1/s'"),
+        ("61000000/m", "a rate must be at most 1000000/s, got '61000000/m'"),
+        (math.nan, "a rate must be a finite number, got nan"),
+        (
+            True,
+            "a rate must be a number of cost units per second or a string like '10/s', got true",
+        ),
+        (
+            None,
+            "a rate must be a number of cost units per second or a string like '10/s', got null",
+        ),
+    ],
+)
+def test_parse_rate_rejects(value: object, message: str) -> None:
+    """A bad rate raises ValueError saying what to write instead."""
+    with pytest.raises(ValueError) as caught:
+        parse_rate(value)
+    assert str(caught.value) == message
+
+
+def test_rate_strings_in_a_file_compile_exactly() -> None:
+    """'1/h' and '1/d' compile to exactly 3600 s and 86400 s per unit (a float 1/86400 would
+    round the interval up by a microsecond)."""
+    policy = load_one(dep("rate: 1/h\nburst: 2\nscopes:\n  default: {rate: 1/d}\n"))
+    fields = compile_policy("payments", policy).fields
+    assert fields["interval_us"] == 3_600_000_000
+    assert fields["scope_interval_us"] == 86_400_000_000
+    assert describe(policy)["rate"] == "1/h"
+    assert "enforced_rate" not in describe(policy)
+
+
+def test_bad_rate_string_in_a_file_is_an_issue_at_rate() -> None:
+    """A rate string the format does not know is one issue at its field, with the fix."""
+    issue = only_issue(dep("rate: 10 per sec\nburst: 1\n"))
+    assert str(issue) == (
+        "test.yaml: payments.rate: invalid rate '10 per sec': write a number of cost units "
+        "per second, or '10/s', '600/m', '1/h', '1/d'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rate", "text"),
+    [
+        (Fraction(10), "10/s"),
+        (Fraction(5, 2), "2.5/s"),
+        (Fraction(1, 3600), "1/h"),
+        (Fraction(1, 864), "100/d"),
+        (Fraction(7, 60), "7/m"),
+        (0.5, "0.5/s"),
+    ],
+)
+def test_format_rate(rate: Fraction | float, text: str) -> None:
+    """Rates print per second when short, else in the unit that writes them exactly."""
+    assert format_rate(rate) == text
+
+
+@given(
+    st.integers(min_value=1, max_value=10**6),
+    st.integers(min_value=0, max_value=4),
+    st.sampled_from(["s", "m", "h", "d"]),
+)
+def test_every_formatted_rate_parses_back(digits: int, places: int, unit: str) -> None:
+    """Property: any rate written as '<decimal>/<unit>' prints as text that parses back to
+    exactly the same value."""
+    whole, frac = divmod(digits, 10**places)
+    decimal = f"{whole}.{frac:0{places}d}" if places else f"{whole}"
+    rate = parse_rate(f"{decimal}/{unit}")
+    assert rate == Fraction(digits, 10**places) / {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    assert parse_rate(format_rate(rate)) == rate
+
+
+def _as_document(summary: dict[str, object]) -> dict[str, object]:
+    """describe() output as policy settings: only its three display words are translated."""
+    body = {k: v for k, v in summary.items() if k != "enforced_rate"}
+    if body["max_in_flight"] == "unlimited":
+        del body["max_in_flight"]
+    retry = body["retry"]
+    assert isinstance(retry, dict)
+    if retry["budget"] == "off":
+        retry["budget"] = False
+    scopes = body["scopes"]
+    assert isinstance(scopes, dict)
+    for limits in scopes.values():
+        if limits.get("quota") == "off":
+            limits["quota"] = False
+    return body
+
+
+ROUND_TRIP = dep(
+    """
+    rate: 1/h
+    burst: 3
+    max_wait: 1h30m
+    lease: 1m30s
+    retention: 2d12h
+    max_payload: 1536KiB
+    scopes:
+      default: {rate: 100/d, burst: 2, weight: 0.5, max_queued: 7, quota: {limit: 9, period: 1h}}
+      tenant-42: {rate: 2.5/s, weight: 3, quota: false}
+      acme corp: {rate: 7/m, max_queued_cost: 5, retry: {max_attempts: 2, retry_on: [timeout]}}
+    retry:
+      max_attempts: 4
+      backoff: {base: 250ms, factor: 1.5, max: 1m30s, jitter: equal}
+      budget: {ratio: 0.25, min_per_second: 0.5, window: 1m}
+      max_retry_after: 10m
+      pause_on_retry_after: scope
+    circuit: {failure_ratio: 0.3, min_requests: 5, window: 1500ms, open_for: 2s}
+    """
+)
+
+
+@pytest.mark.parametrize("text", [ROUND_TRIP, FULL, dep(MINIMAL), dep("rate: 3\nburst: 1\n")])
+def test_describe_parses_back_to_the_same_compiled_policy(text: str) -> None:
+    """What `janus policy show` prints, fed back as a policy, compiles to the same fields,
+    scopes, texts and digest."""
+    policy = load_one(text)
+    again = parse_policy_text(
+        json.dumps({"dependencies": {"payments": _as_document(describe(policy))}}), FILE
+    ).dependencies["payments"]
+    assert compile_policy("payments", again) == compile_policy("payments", policy)
+
+
+def test_round_trip_policy_shows_exact_rates_and_compound_durations() -> None:
+    """The round-trip policy's rates and durations print in the forms they were written in."""
+    summary = describe(load_one(ROUND_TRIP))
+    assert (summary["rate"], summary["max_wait"], summary["lease"]) == ("1/h", "1h30m", "1m30s")
+    scopes = summary["scopes"]
+    assert isinstance(scopes, dict)
+    assert [scopes[s]["rate"] for s in ("default", "tenant-42", "acme corp")] == [
+        "100/d",
+        "2.5/s",
+        "7/m",
+    ]
+    assert scopes["tenant-42"]["quota"] == "off"
+
+
+# --------------------------------------------------------------------------- compound durations
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        ("1h30m", 5_400_000),
+        ("1m30s", 90_000),
+        ("2d12h", 216_000_000),
+        ("1.5s", 1500),
+        ("500ms", 500),
+        ("1h 30m", 5_400_000),
+        ("1d1h1m1s1ms", 90_061_001),
+        ("1m0.5s", 60_500),
+    ],
+)
+def test_parse_compound_duration(value: str, ms: int) -> None:
+    """Compound durations add their parts: units largest first, spaces allowed between."""
+    assert parse_duration_ms(value) == ms
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "30s1m",
+            "invalid duration '30s1m': write each unit at most once, largest first "
+            "(d, h, m, s, ms), like '1h30m'",
+        ),
+        (
+            "1m30m",
+            "invalid duration '1m30m': write each unit at most once, largest first "
+            "(d, h, m, s, ms), like '1h30m'",
+        ),
+        (
+            "1h30",
+            "invalid duration '1h30': 30 has no unit; every number needs one (ms, s, m, h or d)",
+        ),
+        ("1h30x", "unknown duration unit 'x' in '1h30x': use ms, s, m, h or d"),
+        (
+            "1h-30m",
+            "invalid duration '1h-30m': write a number and a unit, like '200ms', '30s', '10m', "
+            "'1h', '1d' or '1h30m'",
+        ),
+    ],
+)
+def test_parse_compound_duration_rejects(value: str, message: str) -> None:
+    """A compound duration with units out of order, repeated or missing is refused."""
+    with pytest.raises(ValueError) as caught:
+        parse_duration_ms(value)
+    assert str(caught.value) == message
+
+
+def test_bare_lease_above_an_hour_reads_as_milliseconds() -> None:
+    """lease: 30000 (seconds: 8h20m) is refused with a 'did you mean' reading it as ms."""
+    issue = only_issue(dep(MINIMAL + "lease: 30000\n"))
+    assert str(issue) == (
+        "test.yaml: payments.lease: 30000 is a bare number, i.e. seconds (8h20m); "
+        "did you mean '30s'? Write the unit ('30s', '500ms')"
+    )
+
+
+def test_bare_max_wait_above_an_hour_is_refused_too() -> None:
+    """max_wait has the same sanity bound; both are reported at once."""
+    issues = issues_of(dep(MINIMAL + "max_wait: 4500.5\nlease: 1e20\n"))
+    assert [(i.field, i.message) for i in issues] == [
+        (
+            "max_wait",
+            "4500.5 is a bare number, i.e. seconds (1h15m500ms); did you mean '4s501ms'? "
+            "Write the unit ('30s', '500ms')",
+        ),
+        (
+            "lease",
+            "1e+20 is a bare number, i.e. seconds (1157407407407407d9h46m40s); "
+            "write the unit ('30s', '500ms')",
+        ),
+    ]
+
+
+def test_bare_numbers_up_to_an_hour_and_strings_are_still_seconds() -> None:
+    """The bound applies only to bare lease/max_wait above 3600; units and other fields are
+    unaffected."""
+    policy = load_one(dep(MINIMAL + "lease: 3600\nmax_wait: 30000ms\nretention: 86400\n"))
+    assert (policy.lease_ms, policy.max_wait_ms, policy.retention_ms) == (
+        3_600_000,
+        30_000,
+        86_400_000,
+    )
+
+
+# --------------------------------------------------------------------------- plain messages
+
+#: Mistakes a user can make in each section, each producing a different pydantic error type
+#: (missing, extra_forbidden, invalid_key, int_type, float_type, finite_number, literal_error,
+#: the `| false` union of quota and budget, bool input, greater_than..., model_type, dict_type).
+PLAIN_CASES = [
+    "rate: 1\n",
+    "rate: 1\nburst: 1\n1: 2\n",
+    MINIMAL + "burts: 5\n",
+    MINIMAL + "max_in_flight: true\n",
+    MINIMAL + "max_in_flight: .inf\n",
+    MINIMAL + "scopes: 5\n",
+    MINIMAL + "scopes:\n  t: 5\n",
+    MINIMAL + "scopes:\n  t: {weight: fast}\n",
+    MINIMAL + "scopes:\n  t: {weight: .inf}\n",
+    MINIMAL + "scopes:\n  t: {quota: 5}\n",
+    MINIMAL + "scopes:\n  t: {quota: true}\n",
+    MINIMAL + "scopes:\n  t: {quota: {limit: 0, window: weekly, on_exhausted: maybe, x: 1}}\n",
+    MINIMAL + "scopes:\n  t: {max_queued: 2.5, max_queued_cost: true}\n",
+    MINIMAL + "retry: 5\n",
+    MINIMAL + "retry: {budget: 5, max_attempts: 0}\n",
+    MINIMAL + "retry: {budget: {ratio: '1', window: 1ms}}\n",
+    MINIMAL + "retry: {backoff: {jitter: 5, factor: true, base: []}, retry_on: 5}\n",
+    MINIMAL + "retry: {pause_on_retry_after: fleet}\n",
+    MINIMAL + "circuit: true\n",
+    MINIMAL + "circuit: {failure_ratio: 0, min_requests: -1, half_open_probes: '3'}\n",
+    MINIMAL + 'scopes:\n  t: {"\\ud800": 1}\n',
+]
+
+
+@pytest.mark.parametrize("settings", PLAIN_CASES)
+def test_messages_never_show_pydantic_internals(settings: str) -> None:
+    """No issue, field path or message, names a model, a literal type or pydantic."""
+    for issue in issues_of(dep(settings)):
+        for word in ("_Raw", "literal[", "instance of", "pydantic", "Input should", "[key]"):
+            assert word not in str(issue), issue
+
+
+def test_quota_that_is_neither_a_mapping_nor_false() -> None:
+    """`quota: 5` is one issue at quota saying what it may be (not one per union branch)."""
+    issue = only_issue(dep(MINIMAL + "scopes:\n  t: {quota: 5}\n"))
+    assert str(issue) == (
+        "test.yaml: payments.scopes.t.quota: must be a mapping (limit, period, window, "
+        "on_exhausted) or false to turn it off, got 5"
+    )
+
+
+def test_errors_inside_a_quota_are_reported_at_their_keys() -> None:
+    """Inside a quota mapping only the quota's own errors appear, at plain paths."""
+    issues = issues_of(dep(MINIMAL + "scopes:\n  t: {quota: {limit: 0, window: weekly}}\n"))
+    assert [(i.field, i.message) for i in issues] == [
+        ("scopes.t.quota.limit", "must be at least 1, got 0"),
+        ("scopes.t.quota.period", "this setting is required"),
+        ("scopes.t.quota.window", "must be 'fixed' or 'rolling', got 'weekly'"),
+    ]
+
+
+def test_budget_that_is_neither_a_mapping_nor_false() -> None:
+    """`budget: true` is one issue saying a mapping or false is expected."""
+    issue = only_issue(dep(MINIMAL + "retry: {budget: true}\n"))
+    assert (issue.field, issue.message) == (
+        "retry.budget",
+        "must be a mapping (ratio, min_per_second, window) or false to turn it off, got true",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "message"),
+    [
+        (MINIMAL + "burts: 1\n", "burts", "unknown key 'burts'; did you mean 'burst'?"),
+        (
+            MINIMAL + "lease_time: 1s\n",
+            "lease_time",
+            "unknown key 'lease_time'; did you mean 'lease'?",
+        ),
+        (
+            MINIMAL + "scopes:\n  t: {wieght: 2}\n",
+            "scopes.t.wieght",
+            "unknown key 'wieght'; did you mean 'weight'?",
+        ),
+        (
+            MINIMAL + "retry: {backof: {}}\n",
+            "retry.backof",
+            "unknown key 'backof'; did you mean 'backoff'?",
+        ),
+        (
+            MINIMAL + "retry: {budget: {raito: 1}}\n",
+            "retry.budget.raito",
+            "unknown key 'raito'; did you mean 'ratio'?",
+        ),
+        (
+            MINIMAL + "scopes:\n  t: {quota: {limit: 1, period: 1h, windw: fixed}}\n",
+            "scopes.t.quota.windw",
+            "unknown key 'windw'; did you mean 'window'?",
+        ),
+        (
+            MINIMAL + "circuit: {colour: red}\n",
+            "circuit.colour",
+            "unknown key 'colour'; the keys here are failure_ratio, min_requests, window, "
+            "open_for, open_for_max, half_open_probes",
+        ),
+        (
+            MINIMAL + "1: 2\n",
+            "1",
+            "unknown key 1; the keys here are rate, burst, max_in_flight, max_wait, lease, "
+            "retention, max_payload, max_cost, scopes, retry, circuit",
+        ),
+    ],
+)
+def test_unknown_keys_suggest_a_close_match(settings: str, field: str, message: str) -> None:
+    """An unknown key says 'did you mean' when a key of that section is close, else lists
+    the section's keys."""
+    issue = only_issue(dep(settings))
+    assert (issue.field, issue.message) == (field, message)
+
+
+def test_scope_names_that_look_like_tags_or_markers_keep_their_place() -> None:
+    """Scope names are names wherever they sit in a path, even 'settings', 'off', '[key]'."""
+    issues = issues_of(
+        dep(MINIMAL + "scopes:\n  'settings': {rate: 0}\n  'off': {quota: 5}\n  '[key]': {x: 1}\n")
+    )
+    assert [i.field for i in issues] == [
+        "scopes.settings.rate",
+        "scopes.off.quota",
+        "scopes.[key].x",
+    ]
+
+
+def test_all_messages_of_a_bad_dependency_arrive_together() -> None:
+    """Validation stays exhaustive: each mistake of one dependency is its own issue."""
+    issues = issues_of(
+        dep(
+            "rate: 10 per sec\nburts: 1\nlease: 30000\n"
+            "retry: {budget: {max_wait: 1m}}\nscopes:\n  t: {quota: 5}\n"
+        )
+    )
+    assert sorted(i.field for i in issues) == [
+        "burst",
+        "burts",
+        "lease",
+        "rate",
+        "retry.budget.max_wait",
+        "scopes.t.quota",
+    ]
+
+
+# --------------------------------------------------------------------------- deep YAML
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        "{a: " * 10_000 + "1" + "}" * 10_000,
+        "- " * 10_000 + "1\n",
+        "dependencies:\n  p:\n    retry:\n      retry_on: " + "[" * 10_000 + "]" * 10_000 + "\n",
+    ],
+)
+def test_deep_nesting_is_a_policy_error_not_a_recursion_error(text: str) -> None:
+    """10,000 nested lists or mappings give one issue, before anything recursive walks them."""
+    issue = only_issue(text)
+    assert issue.message.startswith(f"nesting deeper than {policy_module.MAX_NESTING} levels at ")
+
+
+def test_nesting_through_aliases_is_bounded_too() -> None:
+    """A chain of aliases, each one level deeper, counts as nesting (as construction would
+    recurse through it), and so does a chain of '<<' merges."""
+    chain = "x0: &a0 [1]\n" + "".join(f"x{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 10_000))
+    merges = "m0: &m0 {k: 1}\n" + "".join(
+        f"m{i}: &m{i} {{<<: *m{i - 1}}}\n" for i in range(1, 10_000)
+    )
+    for text in (chain, merges):
+        issue = only_issue(text)
+        assert issue.message.startswith("nesting deeper than 64 levels (through aliases) at ")
+
+
+def test_an_alias_inside_its_own_anchor_is_refused() -> None:
+    """A recursive structure (`&a [*a]`) is refused rather than built."""
+    issue = only_issue("dependencies: &a [*a]\n")
+    assert issue.message == (
+        "an alias refers to a node that contains it (a structure nested in itself) "
+        "at line 1, column 15"
+    )
+
+
+def test_nesting_up_to_the_limit_is_validated_normally() -> None:
+    """Sixty levels is deep but allowed: the list is then refused by ordinary validation."""
+    nested = "[" * 55 + "]" * 55
+    issue = only_issue(dep(MINIMAL + f"retry: {{retry_on: {nested}}}\n"))
+    assert (issue.field, issue.message) == (
+        "retry.retry_on",
+        "invalid error kind a list: use 1-64 characters from [A-Za-z0-9_.:-], a pattern "
+        "ending in xx (http_5xx), or *",
+    )
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_scope_name_with_a_lone_surrogate_is_a_policy_issue() -> None:
+    """A scope override named with a lone surrogate ("\\ud800" in YAML) is an issue at that
+    scope, not a UnicodeEncodeError later."""
+    issue = only_issue(dep(MINIMAL + 'scopes:\n  "a\\ud800b": {rate: 1}\n'))
+    assert issue.field == "scopes.'a\\ud800b'"
+    assert issue.message == "scope must be valid Unicode text: lone surrogate at index 1"
+    str(issue).encode("utf-8")  # printable: the name is shown escaped
+
+
+# --------------------------------------------------------------------------- retry budget wait
+
+
+def test_budget_max_wait_is_refused_with_the_reason() -> None:
+    """retry.budget.max_wait was removed: a retry waiting for the budget never dead-letters."""
+    issue = only_issue(dep(MINIMAL + "retry:\n  budget: {ratio: 0.2, max_wait: 10m}\n"))
+    assert str(issue) == (
+        "test.yaml: payments.retry.budget.max_wait: retry.budget.max_wait was removed: a retry "
+        "waiting for the retry budget is never dead-lettered for waiting; remove the key"
+    )
+
+
+def test_budget_compiles_max_wait_as_zero_and_describe_omits_it() -> None:
+    """The fixed field budget_max_wait_ms stays (the scripts read it), always 0; the model
+    and describe() have no max_wait."""
+    policy = load_one(dep(MINIMAL + "retry:\n  budget: {ratio: 0.2, window: 30s}\n"))
+    assert policy.retry.budget is not None
+    assert "max_wait_ms" not in type(policy.retry.budget).model_fields
+    assert compile_policy("payments", policy).fields["budget_max_wait_ms"] == 0
+    retry = describe(policy)["retry"]
+    assert isinstance(retry, dict)
+    assert retry["budget"] == {"ratio": 0.2, "min_per_second": 1.0, "window": "30s"}
+
+
+# --------------------------------------------------------------------------- representable times
+
+
+def test_fair_queue_tag_step_beyond_the_limit_is_refused() -> None:
+    """A tiny weight with a huge max_cost would move virtual time by 1e15 per job."""
+    issue = only_issue(dep("rate: 1000\nburst: 1000000000\nscopes:\n  default: {weight: 0.001}\n"))
+    assert str(issue) == (
+        "test.yaml: payments.scopes.default.weight: weight 0.001 with max_cost 1000000000 "
+        "moves the fair queue's virtual time by 1e15 per job; the limit is 1e12: raise the "
+        "weight or lower max_cost"
+    )
+
+
+def test_tag_step_is_checked_for_each_override_that_sets_a_weight() -> None:
+    """Overrides are checked too, each at its own weight; one that inherits is not repeated."""
+    issues = issues_of(
+        dep(
+            "rate: 1000\nburst: 100000000\nmax_cost: 100000000\nscopes:\n"
+            "  light: {weight: 0.05}\n  fine: {weight: 100}\n  same: {}\n"
+        )
+    )
+    assert [(i.field, i.message) for i in issues] == [
+        (
+            "scopes.light.weight",
+            "weight 0.05 with max_cost 100000000 moves the fair queue's virtual time by 2e12 "
+            "per job; the limit is 1e12: raise the weight or lower max_cost",
+        )
+    ]
+
+
+def test_tag_step_at_the_limit_is_accepted() -> None:
+    """max_cost 1e6 at weight 0.001 moves the tag by exactly 1e12: allowed."""
+    policy = load_one(dep("rate: 1000\nburst: 1000000\nscopes:\n  default: {weight: 0.001}\n"))
+    assert (policy.max_cost, weight_milli(policy.default_scope.weight)) == (1_000_000, 1)
+
+
+def test_hand_built_policy_with_too_large_a_tag_step_is_a_validation_error() -> None:
+    """The resolved model enforces the same bound, so compile_policy never sees it."""
+    with pytest.raises(ValidationError, match="moves the fair queue's virtual time by 1e13"):
+        DependencyPolicy(
+            rate=1000,
+            burst=10**7,
+            max_cost=10**7,
+            default_scope=ScopeLimits(rate=1000, burst=10**7, weight=0.001),
+        )
+
+
+def test_backoff_with_base_zero_that_overflows_is_refused() -> None:
+    """base 0 x factor^(max_attempts-1) beyond a double is 0 x infinity in the scripts."""
+    issue = only_issue(
+        dep(MINIMAL + "retry: {max_attempts: 1000, backoff: {base: 0, factor: 100}}\n")
+    )
+    assert (issue.field, issue.message) == (
+        "retry.backoff.factor",
+        "with base 0, factor 100 over 1000 attempts makes the scripts compute 0 x infinity "
+        "(100^999 is beyond a double): every delay is 0 anyway, so set factor: 1, or give a "
+        "base above 0",
+    )
+
+
+def test_backoff_that_grows_without_bound_is_capped_by_max() -> None:
+    """With base > 0 an overflowing growth is capped by max, so it is accepted; max itself
+    is at most 100 years."""
+    policy = load_one(
+        dep(MINIMAL + "retry: {max_attempts: 1000, backoff: {base: 1ms, factor: 100}}\n")
+    )
+    assert policy.retry.backoff_max_ms == 60_000
+    issue = only_issue(dep(MINIMAL + "retry: {backoff: {max: 36501d}}\n"))
+    assert (issue.field, issue.message) == (
+        "retry.backoff.max",
+        "duration '36501d' is longer than the maximum of 100 years",
+    )
+
+
+def test_a_setting_key_with_a_lone_surrogate_is_an_unknown_key() -> None:
+    """A key that is not valid Unicode text is an unknown key, named (escaped) in the path."""
+    issue = only_issue(dep(MINIMAL + 'scopes:\n  t: {"r\\ud800": 1}\n'))
+    assert issue.field == "scopes.t.'r\\ud800'"
+    assert issue.message == (
+        "unknown key 'r\\ud800'; the keys here are rate, burst, weight, retry, max_queued, "
+        "max_queued_cost, quota"
+    )
