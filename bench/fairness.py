@@ -5,10 +5,10 @@ Run::
     .venv/bin/python bench/fairness.py [--quick]
 
 It starts ONE throwaway ``redis-server`` through :mod:`janus.embedded` (never a Redis someone
-else runs) and measures against it, mostly with EXPLICIT time: a clock object passed to
-``Janus(..., clock=...)`` (its policies are applied in test mode, so the scripts take that
-time and never read Redis TIME), as ``tests/integration/test_fairness.py`` does. Simulated
-seconds cost milliseconds and every number is exact, not a sample of the machine's
+else runs) and measures against it, mostly with EXPLICIT time: a clock object given with
+``janus.testing.with_clock(jn, clock)`` (its policies are applied in test mode, so the
+scripts take that time and never read Redis TIME), as ``tests/integration/test_fairness.py``
+does. Simulated seconds cost milliseconds and every number is exact, not a sample of the machine's
 scheduling. Fairness is measured where the dependency feels it, at start time: a job is
 released only when a worker fetches it, so shares and waits come from the attempts the
 workers were handed (``LeasedJob.started_ms`` and the order of the fetches).
@@ -93,6 +93,7 @@ from janus.decisions import FetchResult, LeasedJob
 from janus.keys import Keys
 from janus.policy import parse_policy_text
 from janus.store import Store
+from janus.testing import with_clock
 from janus.worker import Worker
 
 PREFIX = "janusfair"
@@ -506,7 +507,7 @@ def run(sizes: Sizes, quick: bool) -> int:
         # that clock's time for these dependencies (phases 1, 2 and 3).
         hl_clock, wtd_clock, eq_clock, scale_clock = Clock(), Clock(), Clock(), Clock()
         explicit = parse_policy_text(explicit_policy_text(sizes.scopes), "<bench policy>")
-        Janus(store, clock=hl_clock).apply_policies(explicit)
+        with_clock(Janus(store), hl_clock).apply_policies(explicit)
         jn.apply_policies(parse_policy_text(realtime_policy_text(), "<bench policy, real time>"))
         environment = [
             redis_line(admin, url),
@@ -520,7 +521,7 @@ def run(sizes: Sizes, quick: bool) -> int:
             log(line)
 
         log(f"phase 1: heavy ({sizes.heavy:,} jobs) / light (10 jobs), explicit time")
-        hl = heavy_light_explicit(Janus(store, clock=hl_clock), hl_clock, sizes.heavy)
+        hl = heavy_light_explicit(with_clock(Janus(store), hl_clock), hl_clock, sizes.heavy)
         log(
             f"phase 1b: heavy ({sizes.heavy_rt:,} jobs) / light, real time, coordinator and "
             "worker threads"
@@ -528,15 +529,18 @@ def run(sizes: Sizes, quick: bool) -> int:
         rt = heavy_light_realtime(url, store, sizes.heavy_rt)
 
         log("phase 2: weighted 1:2:4 and 4 equal scopes, 10 s explicit time each")
-        wtd = backlogged(Janus(store, clock=wtd_clock), wtd_clock, WTD, WEIGHTS, 10)
-        eq = backlogged(Janus(store, clock=eq_clock), eq_clock, EQ, dict.fromkeys(EQUAL, 1), 10)
+        wtd_jn = with_clock(Janus(store), wtd_clock)
+        wtd = backlogged(wtd_jn, wtd_clock, WTD, WEIGHTS, 10)
+        eq = backlogged(
+            with_clock(Janus(store), eq_clock), eq_clock, EQ, dict.fromkeys(EQUAL, 1), 10
+        )
 
         measured = sizes.rounds * sizes.steps * SCALE_BURST + 4 * SCALE_BURST
         builds: list[Scale] = []
         for n in sizes.scopes:
             per_scope = max(2, math.ceil((measured + SCALE_BURST) / n) + 1)
             log(f"phase 3: building {n:,} active scopes x {per_scope} jobs")
-            builds.append(build_scale(Janus(store, clock=scale_clock), admin, n, per_scope))
+            builds.append(build_scale(with_clock(Janus(store), scale_clock), admin, n, per_scope))
         log(
             f"phase 3: {sizes.rounds} alternating rounds of {sizes.steps} fetches "
             f"x {SCALE_BURST} jobs per dependency"

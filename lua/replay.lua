@@ -4,15 +4,16 @@
 -- Each replayed job starts over (attempt 0, status scheduled, due now) with its payload,
 -- scope and cost from the dead letter and its history kept (plus a "replayed" entry); it
 -- then passes the same release-time limits as any job. The dead letter itself stays until
--- purged; a per-dependency set of replayed entry ids makes a second replay of the same entry
--- a no-op, and a job whose record is active again (resubmitted or replayed) is left alone.
+-- purged (or trimmed past max_dead_letters); a per-dependency set of replayed entry ids
+-- makes a second replay of the same entry a no-op (marks of trimmed entries are dropped
+-- here), and a job whose record is active again (resubmitted or replayed) is left alone.
 --
 -- KEYS[1] policy    hash    compiled limits (read only: must exist)
 -- KEYS[2] scopes    hash    encoded scope -> its limits (read only)
 -- KEYS[3] state     hash    queued_cost, queued_count, wake_at
 -- KEYS[4] delayed   zset    queued job ids, score = eligible time (us)
 -- KEYS[5] dead      stream  dead letters (read only)
--- KEYS[6] replayed  hash    dead-letter entry id -> time it was replayed (ms)
+-- KEYS[6] replayed  zset    replayed dead-letter entry ids, score = the entry's time (ms)
 -- KEYS[7] wake      list    coordinator wake-up signal (at most one element)
 -- KEYS[8] work      list    idle-worker wake-up signal (at most one element)
 -- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
@@ -53,7 +54,7 @@ for i = 1, count do
   local status = redis.call('HGET', job_key, 'status')
   if not found[1] then
     out[i] = 'missing'
-  elseif redis.call('HEXISTS', KEYS[6], entry_id) == 1 then
+  elseif redis.call('ZSCORE', KEYS[6], entry_id) then
     out[i] = 'already_replayed'
   elseif status and status ~= 'dead' and status ~= 'completed' then
     out[i] = 'active'
@@ -73,11 +74,18 @@ for i = 1, count do
       'cost', f.cost, 'payload', f.payload or '', 'attempt', 0, 'status', 'scheduled',
       'submitted_ms', now_ms, 'not_before_ms', now_ms, 'history', cjson.encode(h))
     redis.call('ZADD', KEYS[4], fmt(now), job_enc)
-    redis.call('HSET', KEYS[6], entry_id, now_ms)
+    redis.call('ZADD', KEYS[6], string.match(entry_id, '^(%d+)-'), entry_id)
     queue_add(ctx, scope_get(ctx, scope_enc), 1, tonumber(f.cost))
     dirty = true
     out[i] = 'replayed'
   end
+end
+-- Marks of dead letters trimmed away (max_dead_letters) mean nothing any more.
+local oldest = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)
+if oldest[1] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.match(oldest[1][1], '^(%d+)-'))
+else
+  redis.call('DEL', KEYS[6])
 end
 if dirty then
   save_state(ctx)

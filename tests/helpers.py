@@ -1,11 +1,11 @@
-"""Test helpers: an explicit clock, policy set-up, and snapshots of what Janus wrote."""
+"""Test helpers: policy set-up, snapshots of what Janus wrote, fetching, waiting. The test
+clock (FakeClock) is public, in janus.testing."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import redis
 
@@ -13,26 +13,20 @@ from janus.client import Janus
 from janus.decisions import LeasedJob
 from janus.measure import Release
 from janus.policy import parse_policy_text
+from janus.testing import T0_US, FakeClock, connect
 
-T0_US = 1_800_000_000_000_000  # a fixed, realistic Redis time (2027) in microseconds
-
-
-@dataclass
-class FakeClock:
-    """Time passed explicitly to the scripts (microseconds); never slept on."""
-
-    now_us: int = T0_US
-
-    def __call__(self) -> int:
-        return self.now_us
-
-    def advance_ms(self, ms: float) -> int:
-        self.now_us += int(ms * 1000)
-        return self.now_us
-
-    @property
-    def now_ms(self) -> int:
-        return self.now_us // 1000
+__all__ = [
+    "T0_US",
+    "FakeClock",
+    "keys_under",
+    "make_janus",
+    "policy",
+    "snapshot",
+    "started",
+    "take",
+    "unchanged",
+    "wait_until",
+]
 
 
 def policy(text: str) -> str:
@@ -41,7 +35,7 @@ def policy(text: str) -> str:
 
 def make_janus(url: str, prefix: str, yaml_body: str, clock: FakeClock | None = None) -> Janus:
     """A client with the given dependencies applied (``yaml_body`` is under ``dependencies:``)."""
-    jn = Janus.from_url(url, prefix=prefix, clock=clock)
+    jn = connect(url, prefix=prefix, clock=clock)
     jn.apply_policies(parse_policy_text(policy(yaml_body), "test-policy.yaml"))
     return jn
 

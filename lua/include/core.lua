@@ -42,7 +42,8 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
   'budget_max_wait_ms', 'budget_window_ms', 'circuit_enabled', 'circuit_failure_milli',
   'circuit_min_requests', 'circuit_window_ms', 'circuit_open_ms', 'circuit_open_max_ms',
   'circuit_probes', 'scope_max_queued', 'scope_max_queued_cost', 'scope_quota_limit',
-  'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version', 'test_clock'}
+  'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version', 'test_clock',
+  'max_dead_letters'}
 
 -- Returns the compiled policy as a table of numbers, or nil when none is applied. It is read
 -- from one field, `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua):

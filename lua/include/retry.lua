@@ -97,12 +97,18 @@ local function apply_pause(ctx, scope_enc, until_us)
   end
 end
 
--- Write a job to the dead-letter stream (with its payload and history) and end it.
+-- Write a job to the dead-letter stream (with its payload and history) and end it. The
+-- stream keeps about max_dead_letters entries (the oldest are trimmed; replay.lua drops
+-- their replay marks), so a dependency failing for months cannot fill the memory.
 local function dead_letter(ctx, job_key, job, error, reason, history)
   local payload = redis.call('HGET', job_key, 'payload') or ''
-  redis.call('XADD', ctx.keys.dead, '*', 'id', job.id, 'scope', job.scope, 'cost', job.cost,
-    'reason', reason, 'attempts', job.attempt, 'error', error, 'dead_ms', ctx.now_ms,
-    'history', history, 'payload', payload)
+  local keep = ctx.policy.max_dead_letters
+  if not keep or keep < 1 then
+    keep = 100000
+  end
+  redis.call('XADD', ctx.keys.dead, 'MAXLEN', '~', keep, '*', 'id', job.id, 'scope',
+    job.scope, 'cost', job.cost, 'reason', reason, 'attempts', job.attempt, 'error', error,
+    'dead_ms', ctx.now_ms, 'history', history, 'payload', payload)
   redis.call('HSET', job_key, 'status', 'dead', 'last_error', error, 'history', history,
     'finished_ms', ctx.now_ms, 'dead_reason', reason)
   redis.call('PEXPIRE', job_key, ctx.policy.retention_ms)

@@ -381,6 +381,7 @@ def doctor_cmd(url: str, prefix: str, warn_only: bool) -> None:
     Exits 1 on any warning or error (0 with --warn-only when there are only warnings)."""
     with _client(url, prefix) as jn:
         findings = doctor.evaluate(jn.store.server_configs())
+        findings += doctor.test_mode(jn.store.test_mode_dependencies())
     for finding in findings:
         click.echo(str(finding))
     worst = doctor.worst(findings)

@@ -38,7 +38,8 @@ DEFAULT_BATCH_SIZE = 500
 _BATCH_BYTES = 8 * 1024 * 1024
 
 Clock = Callable[[], int]
-"""Returns the current time in microseconds. Tests pass one; production uses Redis TIME."""
+"""Returns the current time in microseconds: only janus.testing uses one (Redis TIME is the
+clock)."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,15 @@ class Janus:
         self,
         store: Store,
         *,
-        clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if batch_size < 1:
             raise InvalidInput("batch_size must be >= 1")
         self.store = store
-        self.clock = clock
+        #: Only janus.testing sets this (and then applies policies in test mode): the one
+        #: clock is Redis's, and scripts refuse an explicit time anywhere else.
+        self._clock: Clock | None = None
         self.max_payload_bytes = max_payload_bytes
         self.batch_size = batch_size
         self._valid_dependencies: set[str] = set()
@@ -80,7 +82,6 @@ class Janus:
         url: str,
         *,
         prefix: str = "janus",
-        clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         batch_size: int = DEFAULT_BATCH_SIZE,
         socket_timeout: float = 5.0,
@@ -101,7 +102,7 @@ class Janus:
             wait_replicas=wait_replicas,
             wait_timeout_ms=wait_timeout_ms,
         )
-        return cls(store, clock=clock, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
+        return cls(store, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
 
     def close(self) -> None:
         self.store.close()
@@ -118,7 +119,7 @@ class Janus:
         self.close()
 
     def _now(self) -> int | None:
-        return None if self.clock is None else self.clock()
+        return None if self._clock is None else self._clock()
 
     # -- producing ---------------------------------------------------------------------
 
@@ -210,7 +211,7 @@ class Janus:
         out = {}
         for name, policy in sorted(policies.dependencies.items()):
             compiled = compile_policy(name, policy)
-            if self.clock is not None:
+            if self._clock is not None:
                 compiled = _test_mode(compiled)
             out[name] = self.store.apply_policy(compiled)
         return out
@@ -218,7 +219,9 @@ class Janus:
     def worker(self, dependency: str, *, group: str, consumer: str | None = None) -> Worker:
         """A worker in ``group`` (one group per dependency per deployment; many consumers).
         ``consumer`` defaults to ``<hostname>-<pid>``."""
-        return Worker(self.store, dependency, group=group, consumer=consumer, clock=self.clock)
+        w = Worker(self.store, dependency, group=group, consumer=consumer)
+        w._clock = self._clock
+        return w
 
     def job(self, dependency: str, job_id: str) -> JobInfo | None:
         """A job's state, attempts and history; None when unknown (or its record expired)."""

@@ -92,6 +92,7 @@ class Coordinator:
     def check_server(self) -> list[doctor.Finding]:
         """Log the doctor's findings loudly; returns them."""
         findings = doctor.evaluate(self.store.server_configs())
+        findings += doctor.test_mode(self.store.test_mode_dependencies())
         for finding in findings:
             if finding.level == "error":
                 log.error("%s", finding)

@@ -79,6 +79,21 @@ def evaluate(configs: Mapping[str, Mapping[str, str]]) -> list[Finding]:
     return out
 
 
+def test_mode(dependencies: list[str], where: str = "policies") -> list[Finding]:
+    """An error per dependency whose policy accepts a test clock (applied by janus.testing):
+    any caller could move its time, so its limits hold for nobody."""
+    return [
+        Finding(
+            "error",
+            where,
+            f"dependency {dep!r} is in TEST MODE: its policy was applied by janus.testing and "
+            "its scripts accept a caller's clock, so any producer can move its time. Apply "
+            "its policy again with `janus policy apply`",
+        )
+        for dep in dependencies
+    ]
+
+
 def worst(findings: list[Finding]) -> Level:
     levels = {f.level for f in findings}
     if "error" in levels:

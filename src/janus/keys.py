@@ -23,7 +23,9 @@ Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
                                          to the worker that fetched it (the PEL)
     P:{D}:f:<group>:<consumer>   string  a consumer's last fetch, for re-sent calls (TTL)
     P:{D}:dead                   stream  dead letters: job, payload, every attempt's outcome
-    P:{D}:replayed               hash    dead-letter entry id -> when it was replayed (ms)
+                                         (about max_dead_letters kept, oldest trimmed)
+    P:{D}:replayed               zset    replayed dead-letter entry ids (bounded by the dead
+                                         letters: marks of trimmed ones are dropped)
     P:{D}:wake                   list    at most one element: "coordinator, look again"
     P:{D}:work                   list    at most one element: "idle worker, fetch"
 

@@ -15,6 +15,7 @@ A policy file looks like::
         lease: 30s            # visibility timeout for workers (default 30s, >= 100ms)
         retention: 1d         # how long finished job records are kept (default 1d, >= 1s)
         max_payload: 1MiB     # largest payload (default 1MiB, 1 byte .. 512MiB)
+        max_dead_letters: 100000  # dead letters kept (oldest trimmed past it; default 100000)
         max_cost: 10          # optional; default = smallest burst of the dependency and scopes
         scopes:
           default: {rate: 10, burst: 20, weight: 1}
@@ -131,6 +132,9 @@ MAX_TAG_STEP = 10**12
 #: Deepest YAML nesting accepted (a policy needs about 8 levels); deeper input is refused
 #: before anything recursive walks it.
 MAX_NESTING = 64
+#: Dead letters kept per dependency by default (the oldest are trimmed past it).
+DEFAULT_MAX_DEAD_LETTERS = 100_000
+MAX_DEAD_LETTERS = 100_000_000
 #: Largest max_payload accepted (512 MiB, Redis' own limit for one string).
 MAX_PAYLOAD = 512 * 1024 * 1024
 
@@ -581,6 +585,7 @@ class DependencyPolicy(BaseModel):
         DEFAULT_RETENTION_MS
     )
     max_payload: Annotated[int, Field(ge=1, le=MAX_PAYLOAD)] = DEFAULT_MAX_PAYLOAD
+    max_dead_letters: Annotated[int, Field(ge=1, le=MAX_DEAD_LETTERS)] = DEFAULT_MAX_DEAD_LETTERS
     max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)]
     default_scope: ScopeLimits
     scope_overrides: dict[str, ScopeLimits] = Field(default_factory=dict)
@@ -841,6 +846,7 @@ class _RawDependency(BaseModel):
     )
     retention: Annotated[int, BeforeValidator(_duration(MIN_RETENTION_MS))] = DEFAULT_RETENTION_MS
     max_payload: Annotated[int, BeforeValidator(_size(1, MAX_PAYLOAD))] = DEFAULT_MAX_PAYLOAD
+    max_dead_letters: Annotated[int, Field(ge=1, le=MAX_DEAD_LETTERS)] = DEFAULT_MAX_DEAD_LETTERS
     max_cost: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
     scopes: dict[str, _RawScope] | None = None
     retry: _RawRetry | None = None
@@ -1361,6 +1367,7 @@ def _resolve(
         lease_ms=raw.lease,
         retention_ms=raw.retention,
         max_payload=raw.max_payload,
+        max_dead_letters=raw.max_dead_letters,
         max_cost=max_cost,
         default_scope=default,
         scope_overrides=overrides,
@@ -1599,6 +1606,7 @@ def compile_policy(name: str, policy: DependencyPolicy) -> CompiledPolicy:
         "lease_ms": policy.lease_ms,
         "retention_ms": policy.retention_ms,
         "max_payload": policy.max_payload,
+        "max_dead_letters": policy.max_dead_letters,
         "max_cost": policy.max_cost,
         "scope_interval_us": interval_us(default.rate),
         "scope_burst": default.burst,
@@ -1762,6 +1770,7 @@ def describe(policy: DependencyPolicy) -> dict[str, object]:
         "lease": format_duration_ms(policy.lease_ms),
         "retention": format_duration_ms(policy.retention_ms),
         "max_payload": format_size(policy.max_payload),
+        "max_dead_letters": policy.max_dead_letters,
         "max_cost": policy.max_cost,
     }
     if enforced != policy.rate:

@@ -428,13 +428,26 @@ class Store:
             for i in range(0, len(entry_ids), 1000):
                 chunk = list(entry_ids[i : i + 1000])
                 deleted += int(self.client.xdel(k.dead, *chunk))
-                self.client.hdel(k.replayed, *chunk)
+                self.client.zrem(k.replayed, *chunk)
         return deleted
 
     def dependencies(self) -> list[str]:
         with guard("listing dependencies"):
             members = cast(set[bytes], self.client.smembers(registry(self.prefix)))
         return sorted(m.decode() for m in members)
+
+    def test_mode_dependencies(self) -> list[str]:
+        """Dependencies whose policy was applied in test mode (janus.testing): their scripts
+        accept a caller's clock. A deployment should have none."""
+        deps = self.dependencies()
+        if not deps:
+            return []
+        with guard("reading the policies"):
+            pipe = self.client.pipeline(transaction=False)
+            for dep in deps:
+                pipe.hget(self.keys(dep).policy, "test_clock")
+            flags = pipe.execute()
+        return [dep for dep, flag in zip(deps, flags, strict=True) if flag == b"1"]
 
     def time_us(self) -> int:
         with guard("reading the Redis clock"):

@@ -151,7 +151,6 @@ class Worker:
         *,
         group: str,
         consumer: str | None = None,
-        clock: Clock | None = None,
     ) -> None:
         check_dependency(dependency)
         for kind, value in (("group", group), ("consumer", consumer)):
@@ -170,7 +169,7 @@ class Worker:
         self.dependency = dependency
         self.group = group
         self.consumer = consumer or default_consumer()
-        self.clock = clock
+        self._clock: Clock | None = None  # janus.testing only (see janus.client)
         self.stats = WorkerStats()
         self._keys = store.keys(dependency)
         self._stop = threading.Event()
@@ -179,7 +178,7 @@ class Worker:
         self._warned_unknown = False
 
     def _now(self) -> int | None:
-        return None if self.clock is None else self.clock()
+        return None if self._clock is None else self._clock()
 
     def _check(self, job: LeasedJob) -> None:
         if not isinstance(job, LeasedJob):

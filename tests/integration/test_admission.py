@@ -258,14 +258,14 @@ pay:
 def test_policy_is_read_from_redis_not_from_the_caller(redis_url: str, prefix: str) -> None:
     """A producer with no policy files obeys the applied policy; re-applying bumps the version
     only when something changed, and new limits apply to the next decision."""
-    from janus.client import Janus
     from janus.policy import parse_policy_text
+    from janus.testing import connect
 
     from tests.helpers import policy
 
     clock = FakeClock()
     admin = make_janus(redis_url, prefix, BASIC, clock)
-    producer = Janus.from_url(redis_url, prefix=prefix, clock=clock)
+    producer = connect(redis_url, prefix=prefix, clock=clock)  # no policy files of its own
     assert [producer.submit("pay", scope="a").status for _ in range(4)].count("ready") == 3
     assert len(take(producer, "pay")) == 3
     assert admin.apply_policies(parse_policy_text(policy(BASIC), "same.yaml")) == {

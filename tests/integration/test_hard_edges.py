@@ -12,10 +12,10 @@ from janus.calls import Outcome
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.errors import InvalidInput
-from janus.keys import Keys
+from janus.keys import Keys, registry
 from janus.measure import worst_window
 
-from tests.helpers import FakeClock, make_janus, take, unchanged
+from tests.helpers import FakeClock, keys_under, make_janus, take, unchanged
 
 QUOTA = """
 pay:
@@ -243,3 +243,141 @@ def test_a_rolling_quota_log_keeps_its_ttl_after_settling(
         log = k.quota(f"tenant-{n}") + ":log"
         assert redis_client.exists(log) == 1  # type: ignore[attr-defined]
         assert 0 < redis_client.pttl(log) <= 21_000  # type: ignore[attr-defined]
+
+
+def test_test_mode_is_opt_in_and_reported_loudly(
+    standalone_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No public constructor takes a clock any more; janus.testing applies policies in test
+    mode, which `janus doctor` reports as an error and the coordinator logs at start-up;
+    applying the policy again the normal way ends test mode."""
+    from click.testing import CliRunner
+
+    from janus.cli import main
+    from janus.policy import parse_policy_text
+
+    from tests.helpers import policy
+
+    with pytest.raises(TypeError):
+        Janus.from_url(standalone_url, clock=FakeClock())  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Janus(make_janus(standalone_url, prefix, QUOTA).store, clock=FakeClock())  # type: ignore[call-arg]
+    make_janus(standalone_url, prefix, QUOTA, FakeClock())  # janus.testing: test mode
+    doctor = CliRunner().invoke(main, ["doctor", "--redis", standalone_url, "--prefix", prefix])
+    assert doctor.exit_code == 1
+    assert "dependency 'pay' is in TEST MODE" in doctor.output
+    coord = Coordinator(make_janus(standalone_url, prefix, QUOTA, FakeClock()).store)
+    with caplog.at_level("ERROR", logger="janus.coordinator"):
+        coord.check_server()
+    assert "dependency 'pay' is in TEST MODE" in caplog.text
+    prod = Janus.from_url(standalone_url, prefix=prefix)
+    prod.apply_policies(parse_policy_text(policy(QUOTA), "p.yaml"))
+    assert prod.store.test_mode_dependencies() == []
+
+
+WALK = """
+pay:
+  rate: 1000000
+  burst: 1000000
+  lease: 5s
+  retention: 1h
+  max_wait: 1h
+  max_dead_letters: 50
+  retry: {max_attempts: 2, backoff: {base: 1ms, max: 1ms, jitter: none}, budget: false}
+  scopes:
+    default: {rate: 1000000, burst: 1000000, quota: {limit: 1000000, period: 1h}}
+    rolling-a: {quota: {limit: 1000000, period: 1h, window: rolling}}
+    rolling-b: {quota: {limit: 1000000, period: 1h, window: rolling}}
+"""
+
+
+def test_every_key_has_a_ttl_or_is_bounded_after_a_varied_run(
+    redis_url: str, prefix: str, redis_client: object
+) -> None:
+    """After a run with fixed and rolling quotas, retries, more dead letters than
+    max_dead_letters, replays, and 10,000 distinct scopes and job ids, every key under the
+    prefix is one of the kinds below, each with a TTL or bounded by the work it holds. A key
+    of any other kind fails the test."""
+    r = redis_client
+    clock = FakeClock()
+    jn = make_janus(redis_url, prefix, WALK, clock)
+    w = jn.worker("pay", group="g", consumer="w1")
+    scopes = [f"tenant-{n}" for n in range(10_000)] + ["rolling-a", "rolling-b"] * 50
+    jn.submit_many("pay", [Job(scope=s, job_id=f"id-{n}") for n, s in enumerate(scopes)])
+    n = 0
+    while True:  # every job started once; 1 in 10 fails twice (dead), 1 in 10 keeps running
+        got = w.fetch(count=500, block_ms=None)
+        if not got:
+            break
+        outcomes = []
+        for job in got:
+            n += 1
+            if job.attempt == 2 or n % 10 == 0:
+                outcomes.append(w.failed(job, "ValueError"))
+            elif n % 10 != 1:
+                outcomes.append(w.completed(job, actual_cost=1))
+        w.report(outcomes)
+        clock.advance_ms(10)
+    letters = jn.dead_letters("pay")
+    assert jn.replay("pay", letters[:20])  # some replayed (their marks may be trimmed later)
+    jn.submit_many("pay", [Job(scope=f"late-{n}") for n in range(100)])  # some left waiting
+    k = Keys(prefix, "pay")
+    everything = set(keys_under(r, prefix))  # type: ignore[arg-type]
+    fixed = {key.encode() for key in k.all_fixed()} | {registry(prefix).encode()}
+    running = {k.job_prefix.encode() + m for m in r.zrange(k.inflight, 0, -1)}  # type: ignore[attr-defined]
+    waiting = set(r.zrange(k.delayed, 0, -1)) | set(r.zrange(k.parked, 0, -1))  # type: ignore[attr-defined]
+    lines = {key for key in everything if key.startswith(k.ready_prefix.encode())}
+    for line in lines:
+        assert r.llen(line) > 0  # type: ignore[attr-defined]
+        waiting |= set(r.lrange(line, 0, -1))  # type: ignore[attr-defined]
+    waiting = {k.job_prefix.encode() + m for m in waiting}
+    dead_ids = {eid for eid, _ in r.xrange(k.dead)}  # type: ignore[attr-defined]
+    kinds: dict[str, int] = {}
+
+    def kind(name: str) -> None:
+        kinds[name] = kinds.get(name, 0) + 1
+
+    for key in sorted(everything):
+        ttl = r.pttl(key)  # type: ignore[attr-defined]
+        if ttl == -2:
+            kind("expired meanwhile")  # it had a TTL (TTLs run on the real clock)
+            continue
+        if key in fixed:
+            assert ttl == -1
+            kind("fixed")
+        elif key.startswith(k.job_prefix.encode()):
+            status = r.hget(key, "status")  # type: ignore[attr-defined]
+            if ttl == -1:
+                assert (key in waiting and status in (b"scheduled", b"failed")) or (
+                    key in running and status == b"running"
+                ), (key, status)
+                kind("job waiting or running")
+            else:
+                assert status in (b"completed", b"dead") and 0 < ttl <= 3_600_000
+                kind("job finished")
+        elif key.startswith(k.scope_prefix.encode()):
+            if ttl == -1:
+                assert int(r.hget(key, "qn") or 0) > 0  # type: ignore[attr-defined]
+                kind("scope with work")
+            else:
+                assert 0 < ttl <= 1_000 + 1_000
+                kind("scope expiring")
+        elif key.startswith(k.quota_prefix.encode()):
+            assert 0 < ttl <= 2 * 3_600_000 + 1_000, key
+            kind("quota")
+        elif key in lines:
+            assert ttl == -1
+            kind("ready line")
+        elif key.startswith(k.stream_prefix.encode()):
+            tokens = {r.hget(j, "token") for j in running}  # type: ignore[attr-defined]
+            assert {eid for eid, _ in r.xrange(key)} == tokens  # type: ignore[attr-defined]
+            kind("group stream")
+        elif key.startswith(f"{k.base}:f:".encode()):
+            assert 0 < ttl <= 2 * 5_000 + 1_000
+            kind("fetch log")
+        else:
+            raise AssertionError(f"a key of no known kind: {key[:100]!r}")
+    assert r.xlen(k.dead) <= 50 + 100  # type: ignore[attr-defined]  # MAXLEN ~ trims by node
+    assert set(r.zrange(k.replayed, 0, -1)) <= dead_ids  # type: ignore[attr-defined]
+    print(f"\n{len(everything)} keys: {kinds}; dead letters kept {r.xlen(k.dead)}")  # type: ignore[attr-defined]
+    assert kinds["job finished"] > 0 and kinds["quota"] > 0 and kinds["job waiting or running"]

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from janus.client import Janus, Job
+from janus.client import Job
 from janus.coordinator import Coordinator
 from janus.keys import Keys
+from janus.testing import connect
 
 from tests.helpers import T0_US, make_janus, wait_until
 
@@ -47,7 +48,7 @@ class ShiftedClock:
 
 
 def _producer(url: str, prefix: str, n: int, clock: ShiftedClock, out: mp.Queue) -> None:
-    jn = Janus.from_url(url, prefix=prefix, clock=clock)
+    jn = connect(url, prefix=prefix, clock=clock)
     rng = random.Random(n)
     counts = {"ready": 0, "scheduled": 0, "rejected": 0}
     accepted: list[str] = []

@@ -178,3 +178,24 @@ def test_durability_refuses_when_no_replica_answers_in_time() -> None:
         with pytest.raises(NotReplicated):
             jn.submit("pay", scope="t", job_id="x")
         assert time.monotonic() - t0 < 10  # bounded by the timeout, not a hang
+
+
+def test_a_read_only_replica_refuses_every_call_with_a_clear_error() -> None:
+    """Pointed at a replica (say, a stale URL after a failover), every state-changing call
+    is refused whole with RedisReadOnly (a RedisUnavailable), and nothing changes there."""
+    from janus.errors import RedisReadOnly
+
+    with primary_and_replica() as (primary, replica, _link):
+        Janus.from_url(primary.url, prefix="ro").apply_policies(
+            parse_policy_text(policy(BODY), "p.yaml")
+        )
+        stale = Janus.from_url(f"redis://127.0.0.1:{replica.port}/0", prefix="ro")
+        wait_until(lambda: stale.status("pay").policy_version == 1, 30, "replication")
+        before = redis.Redis(port=replica.port).dbsize()
+        with pytest.raises(RedisReadOnly) as err:
+            stale.submit("pay", scope="t", job_id="x")
+        assert isinstance(err.value, RedisUnavailable)
+        assert "read-only replica" in str(err.value)
+        with pytest.raises(RedisReadOnly):
+            stale.worker("pay", group="g", consumer="c").fetch(block_ms=None)
+        assert redis.Redis(port=replica.port).dbsize() == before

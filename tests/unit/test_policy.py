@@ -783,6 +783,7 @@ def test_compile_fields_names_and_values() -> None:
         "lease_ms": 45_000,
         "retention_ms": 172_800_000,
         "max_payload": 65_536,
+        "max_dead_letters": 100_000,
         "max_cost": 10,
         "scope_interval_us": 100_000,
         "scope_burst": 20,
@@ -977,6 +978,7 @@ def test_describe_example_payments() -> None:
         "lease": "30s",
         "retention": "1d",
         "max_payload": "256KiB",
+        "max_dead_letters": 100_000,
         "max_cost": 10,
         "scopes": {
             "default": {"rate": "10/s", "burst": 10, "weight": 1.0},
@@ -1423,7 +1425,7 @@ def test_budget_that_is_neither_a_mapping_nor_false() -> None:
             MINIMAL + "1: 2\n",
             "1",
             "unknown key 1; the keys here are rate, burst, max_in_flight, max_wait, lease, "
-            "retention, max_payload, max_cost, scopes, retry, circuit",
+            "retention, max_payload, max_dead_letters, max_cost, scopes, retry, circuit",
         ),
     ],
 )
