@@ -104,6 +104,7 @@ from _common import (
     redis_line,
     redis_under_test,
 )
+from janus.calls import CIRCUIT_PACKED, CIRCUIT_STATES, STATE_PACKED, unpack_fields
 from janus.client import Janus
 from janus.coordinator import Coordinator
 from janus.decisions import LeasedJob
@@ -492,23 +493,26 @@ def run_janus(url: str, phases: Phases, problems: list[str]) -> SideResult:
             # The budget's balance and the circuit's open count are not in status(): read
             # the state hash fields the scripts keep them in (include/core.lua).
             pipe = monitor_client.pipeline(transaction=False)
-            pipe.hmget(keys.state, "c_state", "c_until", "c_opens", "b_milli", "b_at")
+            pipe.hmget(keys.state, "st", "c")
             pipe.time()
-            (state, until, opens, b_milli, b_at), (sec, usec) = pipe.execute()
+            (packed_st, packed_c), (sec, usec) = pipe.execute()
             now_us = int(sec) * 1_000_000 + int(usec)
+            stf = unpack_fields(packed_st, STATE_PACKED)
+            cf = unpack_fields(packed_c, CIRCUIT_PACKED)
+            state = CIRCUIT_STATES.get(int(cf["c_state"]), "closed") if packed_c else None
+            until, opens = int(cf["c_until"]), int(cf["c_opens"])
+            b_milli = int(stf["b_milli"]) if packed_st and stf["b_milli"] >= 0 else None
+            b_at = int(stf["b_at"]) if b_milli is not None else None
             st = jn.status(DEP)  # waiting: delay queue, ready lines, parked retries
-
-            def num(raw: bytes | None) -> int | None:
-                return None if raw is None else int(raw)
 
             samples.append(
                 Sample(
                     t=time.monotonic() - t0,
                     now_us=now_us,
-                    circuit=state.decode() if state else "closed",
-                    until_us=num(until) or 0,
-                    opens=num(opens) or 0,
-                    budget=budget_tokens(num(b_milli), num(b_at), now_us),
+                    circuit=state or "closed",
+                    until_us=until,
+                    opens=opens,
+                    budget=budget_tokens(b_milli, b_at, now_us),
                     queued=st.scheduled,
                     parked=st.parked,
                 )

@@ -34,7 +34,8 @@
 -- KEYS[11] work      list    idle-worker wake-up signal (at most one element)
 -- KEYS[12] groups    set     consumer groups of the dependency
 -- KEYS[13] stream    stream  this group's stream: one entry per running attempt
--- KEYS[14] fetch_log string  this consumer's last fetch (id and jobs), TTL 2 x lease
+-- KEYS[14] fetch_log string  this consumer's last fetch (its id, then job and token of
+--                            each job it got), TTL 2 x lease
 -- ARGV[1] job_prefix    string  key prefix of job records (carries the hash tag)
 -- ARGV[2] scope_prefix  string  key prefix of scope state (carries the hash tag)
 -- ARGV[3] ready_prefix  string  key prefix of per-scope ready lines (carries the hash tag)
@@ -58,6 +59,7 @@
 --- @include "due"
 
 local group, consumer, fetch_id = ARGV[6], ARGV[7], ARGV[9]
+local held = KEYS[13] .. '\0' .. group .. '\0' .. consumer
 local count = tonumber(ARGV[8])
 local job_prefix = ARGV[1]
 
@@ -79,11 +81,10 @@ if last then
   if words[1] == fetch_id then
     local out = {'repeat', now_ms, -1, 0, 0, 0}
     local n = 0
-    for i = 2, #words, 3 do
+    for i = 2, #words, 2 do
       local f = redis.call('HMGET', job_prefix .. words[i], 'status', 'attempt', 'token',
-        'consumer', 'id', 'scope', 'cost', 'lease_deadline_ms', 'payload')
-      if f[1] == 'running' and f[2] == words[i + 1] and f[3] == words[i + 2] and
-          f[4] == consumer then
+        'held', 'id', 'scope', 'cost', 'lease_deadline_ms', 'payload')
+      if f[1] == 'running' and f[3] == words[i + 1] and f[4] == held then
         n = n + 1
         for _, v in ipairs({f[5], f[6], tonumber(f[2]), tonumber(f[7]), f[3], tonumber(f[8]),
             f[9] or ''}) do
@@ -100,11 +101,11 @@ local ctx = new_ctx(policy, now, {policy = KEYS[1], scopes = KEYS[2], state = KE
   delayed = KEYS[4], inflight = KEYS[5], dead = KEYS[6], active = KEYS[7],
   throttled = KEYS[8], parked = KEYS[9], wake = KEYS[10], work = KEYS[11], groups = KEYS[12]},
   {job = job_prefix, scope = ARGV[2], ready = ARGV[3], quota = ARGV[4],
-    max_steps = tonumber(ARGV[10])})
+    max_steps = tonumber(ARGV[10]), fq_size = math.min(count, 200) + 1})
 load_state(ctx)
 step_due(ctx)
 
-local c = {stream = KEYS[13], group = group, consumer = consumer}
+local c = {stream = KEYS[13], group = group, consumer = consumer, held = held}
 local out = {'ok', now_ms, -1, 0, 0, 0}
 local tokens, log = {}, {fetch_id}
 local blocked_at = nil
@@ -117,7 +118,7 @@ while #tokens < count do
   served(ctx, job)
   local token, deadline, payload = start_attempt(ctx, c, job)
   tokens[#tokens + 1] = token
-  log[#log + 1], log[#log + 2], log[#log + 3] = job.enc, fmt(job.attempt), token
+  log[#log + 1], log[#log + 2] = job.enc, token
   for _, v in ipairs({job.id, job.scope, job.attempt, job.cost, token, deadline, payload}) do
     out[#out + 1] = v
   end
@@ -129,6 +130,7 @@ if #tokens > 0 then
   end
   redis.call('SET', KEYS[14], table.concat(log, ' '), 'PX', 2 * policy.lease_ms + 1000)
 end
+fq_flush(ctx)
 local next_us = next_event(ctx, blocked_at)
 if #tokens >= count and redis.call('ZCARD', KEYS[7]) > 0 then
   signal_workers(ctx)  -- more may be ready: the next idle worker looks

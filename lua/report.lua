@@ -96,19 +96,19 @@ local function emit(ok, reason, decision, at)
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ok, reason, decision, at
 end
 
+local ended, leases = {}, {}  -- stream entries and in-flight entries to end, in bulk
 for i = 1, count do
   local base = FIRST + (i - 1) * FIELDS
   local job_enc, attempt, token = ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
   local report, kind = ARGV[base + 4], ARGV[base + 5]
   local job_key = job_prefix .. job_enc
-  local job, why = fence(job_key, attempt, token, now_ms)
+  local job, why, last = fence(job_key, attempt, token, now_ms, true)
   if job and not ctx then
-    job, why = nil, 'unknown_job'  -- no policy: nothing can be decided (policy deleted)
+    job, why, last = nil, 'unknown_job', redis.call('HGET', job_key, 'last_report')
   end
   if not job then
     -- A call re-sent after its reply was lost finds its own report already applied.
-    local last = redis.call('HGET', job_key, 'last_report') or ''
-    local decision, at = string.match(last, '^' .. report:gsub('%p', '%%%0') ..
+    local decision, at = string.match(last or '', '^' .. report:gsub('%p', '%%%0') ..
       ':(%a+):(%d+)$')
     if decision then
       emit(1, '', decision, tonumber(at))
@@ -116,64 +116,73 @@ for i = 1, count do
       emit(0, why, '', 0)
     end
   else
-    redis.call('ZREM', KEYS[5], job_enc)
-    end_entry(job.stream, job.group, token)
+    leases[#leases + 1] = job_enc
+    end_later(ended, job.stream, job.group, token)
     local decision, at = kind, 0
     if kind == 'completed' then
       local history = history_with(job_key, {attempt = attempt, outcome = 'completed',
-        consumer = job.consumer, at_ms = now_ms})
-      redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history',
-        history)
+        consumer = job.consumer, at_ms = now_ms}, job.history)
       local actual = tonumber(ARGV[base + 6])
       if actual < 0 then
         actual = job.cost
       end
-      quota_settle(job_key, job_enc, attempt, actual, now_ms)
+      quota_settle(job_key, job_enc, attempt, actual, now_ms, job.q_key ~= false)
+      redis.call('HSET', job_key, 'status', 'completed', 'finished_ms', now_ms, 'history',
+        history, 'last_report', report .. ':completed:0')
       redis.call('PEXPIRE', job_key, policy.retention_ms)
       circuit_record(ctx, true)
       if policy.max_in_flight > 0 and ctx.queued_count > 0 then
         signal_workers(ctx)  -- work may be waiting for the slot this frees
       end
-    elseif kind == 'failed' then
-      local error = ARGV[base + 7]
-      local history = history_with(job_key, {attempt = attempt, outcome = 'failed',
-        error = error, consumer = job.consumer, at_ms = now_ms, detail = ARGV[base + 9]})
-      local actual = tonumber(ARGV[base + 6])
-      if actual < 0 then
-        actual = job.cost  -- a failed attempt may have spent its cost: it is charged
-      end
-      quota_settle(job_key, job_enc, attempt, actual, now_ms)
-      decision, at = retry_or_dead(ctx, job_key, job_enc, job, error,
-        tonumber(ARGV[base + 8]), history)
-      if decision ~= 'retry' then
-        decision, at = 'dead', 0
-      end
     else
-      -- returned unstarted: as if this attempt had never been released
-      local history = history_with(job_key, {attempt = attempt, outcome = 'returned',
-        consumer = job.consumer, at_ms = now_ms})
-      quota_settle(job_key, job_enc, attempt, nil, now_ms)
-      circuit_unprobe(ctx, job_key)
-      if attempt > 1 and policy.budget_enabled == 1 then
-        budget_refill(ctx)
-        ctx.budget.milli = ctx.budget.milli + 1000
+      if kind == 'failed' then
+        local error = ARGV[base + 7]
+        local history = history_with(job_key, {attempt = attempt, outcome = 'failed',
+          error = error, consumer = job.consumer, at_ms = now_ms, detail = ARGV[base + 9]},
+          job.history)
+        local actual = tonumber(ARGV[base + 6])
+        if actual < 0 then
+          actual = job.cost  -- a failed attempt may have spent its cost: it is charged
+        end
+        quota_settle(job_key, job_enc, attempt, actual, now_ms, job.q_key ~= false)
+        decision, at = retry_or_dead(ctx, job_key, job_enc, job, error,
+          tonumber(ARGV[base + 8]), history)
+        if decision ~= 'retry' then
+          decision, at = 'dead', 0
+        end
+      else
+        -- returned unstarted: as if this attempt had never been released
+        local history = history_with(job_key, {attempt = attempt, outcome = 'returned',
+          consumer = job.consumer, at_ms = now_ms}, job.history)
+        quota_settle(job_key, job_enc, attempt, nil, now_ms, job.q_key ~= false)
+        circuit_unprobe(ctx, job_key)
+        if attempt > 1 and policy.budget_enabled == 1 then
+          budget_refill(ctx)
+          ctx.budget.milli = ctx.budget.milli + 1000
+        end
+        local status = 'scheduled'
+        if attempt > 1 then
+          status = 'failed'
+        end
+        redis.call('HSET', job_key, 'status', status, 'attempt', attempt - 1, 'history',
+          history, 'not_before_ms', now_ms)
+        redis.call('HDEL', job_key, 'token', 'lease_deadline_ms', 'held', 'probe',
+          'started_ms')
+        local s = scope_get(ctx, job.scope_enc)
+        enqueue_ready(ctx, s, job_enc, true)
+        queue_add(ctx, s, 1, job.cost)
+        signal_workers(ctx)
       end
-      local status = 'scheduled'
-      if attempt > 1 then
-        status = 'failed'
-      end
-      redis.call('HSET', job_key, 'status', status, 'attempt', attempt - 1, 'history', history,
-        'not_before_ms', now_ms)
-      redis.call('HDEL', job_key, 'token', 'lease_deadline_ms', 'consumer', 'stream', 'group',
-        'probe', 'started_ms')
-      local s = scope_get(ctx, job.scope_enc)
-      enqueue_ready(ctx, s, job_enc, true)
-      queue_add(ctx, s, 1, job.cost)
-      signal_workers(ctx)
+      redis.call('HSET', job_key, 'last_report', report .. ':' .. decision .. ':' .. fmt(at))
     end
-    redis.call('HSET', job_key, 'last_report', report .. ':' .. decision .. ':' .. fmt(at))
     emit(1, '', decision, at)
   end
+end
+if #leases > 0 then
+  for j = 1, #leases, 1000 do
+    redis.call('ZREM', KEYS[5], unpack(leases, j, math.min(j + 999, #leases)))
+  end
+  end_flush(ended)
 end
 if ctx then
   save_state(ctx)

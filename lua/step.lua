@@ -59,9 +59,11 @@ step_due(ctx)
 local job, blocked_at = pick(ctx)
 local ready = 0
 if job then
+  redis.call('LPUSH', job.line, job.enc)  -- (pick took it off its line: it stays first)
   ready = 1
   signal_workers(ctx)
 end
+fq_flush(ctx)
 local next_us = next_event(ctx, blocked_at)
 save_state(ctx)
 scope_flush(ctx)
@@ -71,5 +73,5 @@ if wake_at < 0 then
 end
 redis.call('HSET', KEYS[3], 'wake_at', fmt(wake_at), 'timer_until',
   fmt(ctx.now_ms + tonumber(ARGV[7])))
-return {ctx.reclaimed or 0, ctx.retried or 0, ctx.dead or 0, ctx.moved or 0, ready, next_us,
+return {ctx.reclaimed, ctx.retried, ctx.dead, ctx.moved, ready, next_us,
   now}

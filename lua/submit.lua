@@ -187,8 +187,11 @@ for i = 1, count do
           'cost', cost, 'payload', payload, 'submitted_ms', now_ms, 'not_before_ms', nb_ms,
           'status', 'scheduled', 'attempt', 0)
         if eligible <= now then
-          enqueue_ready(ctx, sc, job_enc)
-          signal_workers(ctx)
+          -- A scope already in the fair queue had its idle worker told when it joined (and
+          -- a fetch that leaves work behind tells the next one): only a newcomer signals.
+          if enqueue_ready(ctx, sc, job_enc) then
+            signal_workers(ctx)
+          end
         else
           redis.call('ZADD', KEYS[4], fmt(eligible), job_enc)
           if not wake_at or eligible < wake_at then

@@ -18,7 +18,9 @@ from janus.testing import T0_US, FakeClock, connect
 __all__ = [
     "T0_US",
     "FakeClock",
+    "flush_library",
     "keys_under",
+    "library_loaded",
     "make_janus",
     "policy",
     "snapshot",
@@ -120,3 +122,25 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+def flush_library(client: redis.Redis | redis.RedisCluster) -> None:
+    """FUNCTION FLUSH on every primary (what an operator, or a fresh node, does to Janus)."""
+    if isinstance(client, redis.RedisCluster):
+        for node in client.get_primaries():
+            conn = node.redis_connection or client.get_redis_connection(node)
+            conn.function_flush()
+    else:
+        client.function_flush()
+
+
+def library_loaded(client: redis.Redis | redis.RedisCluster) -> list[bool]:
+    """Per primary: is the Janus library there?"""
+    from janus import scripts
+
+    nodes = (
+        [n.redis_connection or client.get_redis_connection(n) for n in client.get_primaries()]
+        if isinstance(client, redis.RedisCluster)
+        else [client]
+    )
+    return [bool(node.function_list(library=scripts.LIBRARY)) for node in nodes]

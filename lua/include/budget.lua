@@ -41,7 +41,7 @@ end
 -- When time alone will have refilled one whole token (nil: only first attempts refill it).
 local function budget_token_at(ctx)
   local p, b = ctx.policy, ctx.budget
-  if p.budget_mps_milli <= 0 then
+  if p.budget_enabled ~= 1 or p.budget_mps_milli <= 0 then
     return nil
   end
   budget_refill(ctx)

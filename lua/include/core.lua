@@ -45,19 +45,42 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
   'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version', 'test_clock',
   'max_dead_letters'}
 
--- Returns the compiled policy as a table of numbers, or nil when none is applied. It is read
--- from one field, `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua):
--- one short string parses much faster than an HMGET of every field, on every call.
+-- Parsed policies, per policy key, kept for as long as the library is loaded: a call reads
+-- the one field `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua)
+-- and parses it only when it differs from the one it parsed last (a new version). The table
+-- is bounded: it is dropped whole past 1,000 entries (keys of many prefixes, in tests).
+local POLICY_CACHE, POLICY_CACHED = {}, 0
+
+-- Returns the compiled policy as a table of numbers (read only: shared between calls), or
+-- nil when none is applied.
 local function load_policy(policy_key)
   local raw = redis.call('HGET', policy_key, 'packed')
   if not raw then
     return nil
+  end
+  local hit = POLICY_CACHE[policy_key]
+  if hit and hit.raw == raw then
+    return hit.p
   end
   local p, i = {}, 0
   for num in string.gmatch(raw, '[^ ]+') do
     i = i + 1
     p[POLICY_FIELDS[i]] = tonumber(num)
   end
+  -- Per-policy constants, computed once per version.
+  p.default_lim = {interval = p.scope_interval_us, burst = p.scope_burst,
+    weight = p.scope_weight_milli, max_queued = p.scope_max_queued,
+    max_queued_cost = p.scope_max_queued_cost, q_limit = p.scope_quota_limit,
+    q_period = p.scope_quota_period_ms, q_rolling = p.scope_quota_rolling,
+    q_wait = p.scope_quota_wait}
+  p.override_cache = {}
+  if POLICY_CACHED >= 1000 then
+    POLICY_CACHE, POLICY_CACHED = {}, 0
+  end
+  if not hit then
+    POLICY_CACHED = POLICY_CACHED + 1
+  end
+  POLICY_CACHE[policy_key] = {raw = raw, p = p}
   return p
 end
 
@@ -74,64 +97,103 @@ end
 -- ctx: one call's view of a dependency. `keys` holds the keys the calling script received,
 -- by name (a script names only what it uses); `prefixes` the key prefixes of per-job and
 -- per-scope keys (job, scope, ready, quota), which carry the dependency's hash tag.
+--
+-- Every field a call may set is in this constructor, so the table is sized once: a Lua table
+-- that grows field by field is rehashed again and again, which cost more than the decision.
+local NO_CIRCUIT = {state = 'closed', until_ = 0, opens = 0, probes = 0, probe_ok = 0, win = 0,
+  cur_ok = 0, cur_fail = 0, prev_ok = 0, prev_fail = 0}  -- read only (no circuit breaker)
+local NO_BUDGET = {}  -- read only (no retry budget)
+
 local function new_ctx(policy, now, keys, prefixes)
   return {policy = policy, now = now, now_ms = math.floor(now / 1000), keys = keys,
     job_prefix = prefixes.job, scope_prefix = prefixes.scope, ready_prefix = prefixes.ready,
     quota_prefix = prefixes.quota, scopes = {}, inflight_add = {}, steps = 0,
-    max_steps = prefixes.max_steps or 1000}
+    max_steps = prefixes.max_steps or 1000,
+    dtat = 0, last_ms = 0, queued_cost = 0, queued_count = 0, wake_at = false, paused_until = 0,
+    vtime = 0, active_w = 0, parked = 0, timer_until = 0, budget = NO_BUDGET,
+    circuit = NO_CIRCUIT, st_raw = false, c_raw = false, live = false, exhausted = false,
+    reclaimed = 0, retried = 0, dead = 0, moved = 0, circuit_dirty = false,
+    workers_signalled = false, coordinator = false, park_seq = 0, fq = false,
+    fq_size = prefixes.fq_size or 2}
 end
 
-local STATE_FIELDS = {'dtat', 'last_ms', 'queued_cost', 'queued_count', 'wake_at',
-  'paused_until', 'b_milli', 'b_at', 'c_state', 'c_until', 'c_opens', 'c_probes',
-  'c_probe_ok', 'c_win', 'c_cur_ok', 'c_cur_fail', 'c_prev_ok', 'c_prev_fail', 'vtime',
-  'active_w', 'b_parked', 'timer_until'}
+-- The dependency's state hash keeps its hot numbers packed in two fields, each ten
+-- big-endian doubles (struct '>dddddddddd': one C call to read or write them, and doubles
+-- hold every integer here exactly; unchanged means not written):
+--   st  dtat last_ms queued_cost queued_count paused_until vtime active_w b_parked b_milli b_at
+--   c   c_state c_until c_opens c_probes c_probe_ok c_win c_cur_ok c_cur_fail c_prev_ok c_prev_fail
+-- (b_milli and b_at are -1 until the retry budget is first used; c_state is 0 closed, 1 open,
+-- 2 half_open). wake_at and timer_until are fields of their own: signals and the coordinator
+-- write them alone. janus.calls.STATE_PACKED / CIRCUIT_PACKED name the same fields in order.
+local TEN = '>dddddddddd'
+local C_NAMES = {[0] = 'closed', [1] = 'open', [2] = 'half_open'}
+local C_CODES = {closed = 0, open = 1, half_open = 2}
 
 local function load_state(ctx)
-  local raw = redis.call('HMGET', ctx.keys.state, unpack(STATE_FIELDS))
-  local n = {}
-  for i = 1, #STATE_FIELDS do
-    n[i] = tonumber(raw[i])
+  local p = ctx.policy
+  local raw = redis.call('HMGET', ctx.keys.state, 'st', 'wake_at', 'timer_until', 'c')
+  ctx.st_raw = raw[1]
+  ctx.wake_at = tonumber(raw[2]) or false
+  ctx.timer_until = tonumber(raw[3]) or 0
+  if raw[1] and string.len(raw[1]) == 80 then
+    local a, b, c, d, e, f, g, h, i, j = struct.unpack(TEN, raw[1])
+    ctx.dtat, ctx.last_ms, ctx.queued_cost, ctx.queued_count = a, b, c, d
+    ctx.paused_until, ctx.vtime, ctx.active_w, ctx.parked = e, f, g, h
+    if p.budget_enabled == 1 then
+      local milli, at = i, j
+      if milli >= 0 then
+        ctx.budget = {milli = milli, at = at}
+      else
+        ctx.budget = {}
+      end
+    end
+  elseif p.budget_enabled == 1 then
+    ctx.budget = {}
   end
-  ctx.dtat = n[1] or 0
-  ctx.last_ms = n[2] or 0
-  ctx.queued_cost = n[3] or 0
-  ctx.queued_count = n[4] or 0
-  ctx.wake_at = n[5]
-  ctx.paused_until = n[6] or 0
-  ctx.budget = {milli = n[7], at = n[8]}
-  ctx.circuit = {state = raw[9] or 'closed', until_ = n[10] or 0, opens = n[11] or 0,
-    probes = n[12] or 0, probe_ok = n[13] or 0, win = n[14] or 0, cur_ok = n[15] or 0,
-    cur_fail = n[16] or 0, prev_ok = n[17] or 0, prev_fail = n[18] or 0}
-  ctx.vtime = n[19] or 0
-  ctx.active_w = n[20] or 0
-  ctx.parked = n[21] or 0
-  ctx.timer_until = n[22] or 0
-end
-
--- Write back the dependency's state and the leases this call started (one ZADD per 500
--- leases rather than one per job; unpack() of a very long list would overflow Lua's stack).
-local function save_state(ctx)
-  local add = ctx.inflight_add
-  for i = 1, #add, 1000 do
-    redis.call('ZADD', ctx.keys.inflight, unpack(add, i, math.min(i + 999, #add)))
-  end
-  ctx.inflight_add = {}
-  local f = {'dtat', fmt(ctx.dtat), 'last_ms', fmt(ctx.last_ms), 'queued_cost',
-    fmt(ctx.queued_cost), 'queued_count', fmt(ctx.queued_count), 'paused_until',
-    fmt(ctx.paused_until), 'vtime', string.format('%.17g', ctx.vtime), 'active_w',
-    fmt(ctx.active_w), 'b_parked', fmt(ctx.parked)}
-  if ctx.budget.milli then
-    f[#f + 1], f[#f + 2] = 'b_milli', fmt(ctx.budget.milli)
-    f[#f + 1], f[#f + 2] = 'b_at', fmt(ctx.budget.at)
-  end
-  if ctx.circuit_dirty then
-    local c = ctx.circuit
-    local more = {'c_state', c.state, 'c_until', fmt(c.until_), 'c_opens', c.opens,
-      'c_probes', c.probes, 'c_probe_ok', c.probe_ok, 'c_win', fmt(c.win), 'c_cur_ok',
-      c.cur_ok, 'c_cur_fail', c.cur_fail, 'c_prev_ok', c.prev_ok, 'c_prev_fail', c.prev_fail}
-    for _, v in ipairs(more) do
-      f[#f + 1] = v
+  if p.circuit_enabled == 1 then
+    ctx.c_raw = raw[4]
+    if raw[4] and string.len(raw[4]) == 80 then
+      local a, b, c, d, e, f, g, h, i, j = struct.unpack(TEN, raw[4])
+      ctx.circuit = {state = C_NAMES[a] or 'closed', until_ = b, opens = c, probes = d,
+        probe_ok = e, win = f, cur_ok = g, cur_fail = h, prev_ok = i, prev_fail = j}
+    else
+      ctx.circuit = {state = 'closed', until_ = 0, opens = 0, probes = 0, probe_ok = 0,
+        win = 0, cur_ok = 0, cur_fail = 0, prev_ok = 0, prev_fail = 0}
     end
   end
-  redis.call('HSET', ctx.keys.state, unpack(f))
+end
+
+-- Write back the leases this call started (one ZADD per 500 leases rather than one per
+-- job; unpack() of a very long list would overflow Lua's stack) and the packed state, when
+-- it changed.
+local function save_state(ctx)
+  local add = ctx.inflight_add
+  if #add > 0 then
+    for i = 1, #add, 1000 do
+      redis.call('ZADD', ctx.keys.inflight, unpack(add, i, math.min(i + 999, #add)))
+    end
+    ctx.inflight_add = {}
+  end
+  local b = ctx.budget
+  local st = struct.pack(TEN, ctx.dtat, ctx.last_ms, ctx.queued_cost, ctx.queued_count,
+    ctx.paused_until, ctx.vtime, ctx.active_w, ctx.parked, b.milli or -1, b.at or -1)
+  local c_new = false
+  if ctx.circuit_dirty then
+    local c = ctx.circuit
+    c_new = struct.pack(TEN, C_CODES[c.state], c.until_, c.opens, c.probes, c.probe_ok,
+      c.win, c.cur_ok, c.cur_fail, c.prev_ok, c.prev_fail)
+    ctx.circuit_dirty = false
+  end
+  if st ~= ctx.st_raw then
+    if c_new and c_new ~= ctx.c_raw then
+      redis.call('HSET', ctx.keys.state, 'st', st, 'c', c_new)
+      ctx.c_raw = c_new
+    else
+      redis.call('HSET', ctx.keys.state, 'st', st)
+    end
+    ctx.st_raw = st
+  elseif c_new and c_new ~= ctx.c_raw then
+    redis.call('HSET', ctx.keys.state, 'c', c_new)
+    ctx.c_raw = c_new
+  end
 end

@@ -36,28 +36,29 @@ local function reclaim_expired(ctx)
     ctx.steps = ctx.steps + 1
     local job_key = ctx.job_prefix .. job_enc
     local f = redis.call('HMGET', job_key, 'status', 'attempt', 'token', 'lease_deadline_ms',
-      'id', 'scope', 'cost', 'consumer', 'scope_enc', 'stream', 'group')
+      'id', 'scope', 'cost', 'held', 'scope_enc')
     local deadline = tonumber(f[4])
     redis.call('ZREM', ctx.keys.inflight, job_enc)
     if f[1] == 'running' and deadline and deadline <= ctx.now_ms then
       local job = {attempt = tonumber(f[2]), token = f[3], id = f[5], scope = f[6],
         cost = tonumber(f[7]), scope_enc = f[9]}
+      local stream, group, consumer = held_parts(f[8])
       local history = history_with(job_key, {attempt = job.attempt, outcome = 'failed',
-        error = 'lease_expired', consumer = f[8] or '', at_ms = ctx.now_ms})
-      end_entry(f[10], f[11], job.token)
+        error = 'lease_expired', consumer = consumer, at_ms = ctx.now_ms})
+      end_entry(stream, group, job.token)
       quota_settle(job_key, job_enc, job.attempt, job.cost, ctx.now_ms)  -- it may have spent
       local decision = retry_or_dead(ctx, job_key, job_enc, job, 'lease_expired', 0, history)
-      ctx.reclaimed = (ctx.reclaimed or 0) + 1
+      ctx.reclaimed = ctx.reclaimed + 1
       if decision == 'retry' then
-        ctx.retried = (ctx.retried or 0) + 1
+        ctx.retried = ctx.retried + 1
       else
-        ctx.dead = (ctx.dead or 0) + 1
+        ctx.dead = ctx.dead + 1
       end
     elseif f[1] == 'running' and deadline then
       redis.call('ZADD', ctx.keys.inflight, deadline, job_enc)  -- extended meanwhile
     end
   end
-  ctx.live = nil
+  ctx.live = false
 end
 
 local function move_due(ctx)
@@ -80,7 +81,7 @@ local function move_due(ctx)
       ctx.queued_count = math.max(ctx.queued_count - 1, 0)
     end
   end
-  ctx.moved = (ctx.moved or 0) + #due
+  ctx.moved = ctx.moved + #due
 end
 
 local function wake_throttled(ctx)
@@ -94,7 +95,7 @@ local function wake_throttled(ctx)
     ctx.steps = ctx.steps + 1
     redis.call('ZREM', ctx.keys.throttled, scope_enc)
     local s = scope_get(ctx, scope_enc)
-    s.place = 'idle'
+    unthrottle(ctx, s)
     if redis.call('LLEN', ctx.ready_prefix .. scope_enc) > 0 then
       activate(ctx, s)
     end
@@ -102,10 +103,17 @@ local function wake_throttled(ctx)
 end
 
 local function unpark_retries(ctx)
-  if ctx.parked <= 0 or not budget_available(ctx) then
+  if ctx.parked <= 0 then
     return
   end
-  local n = math.min(math.floor(ctx.budget.milli / 1000), steps_left(ctx))
+  local free = ctx.policy.budget_enabled ~= 1  -- the budget was turned off: all may go
+  if not free and not budget_available(ctx) then
+    return
+  end
+  local n = steps_left(ctx)
+  if not free then
+    n = math.min(math.floor(ctx.budget.milli / 1000), n)
+  end
   if n <= 0 then
     return
   end
@@ -119,8 +127,10 @@ local function unpark_retries(ctx)
     if scope_enc then
       -- The token is set aside for this retry now (`bpaid`), so the next look at the
       -- budget is when the token after it arrives, not again and again until it is fetched.
-      budget_take(ctx)
-      redis.call('HSET', job_key, 'bpaid', 1)
+      if not free then
+        budget_take(ctx)
+        redis.call('HSET', job_key, 'bpaid', 1)
+      end
       enqueue_ready(ctx, scope_get(ctx, scope_enc), job_enc)
     else
       ctx.queued_count = math.max(ctx.queued_count - 1, 0)
@@ -147,47 +157,49 @@ end
 -- is ready. Out of steps: nil, now (call again at once).
 local function pick(ctx)
   while steps_left(ctx) > 0 do
-    local head = redis.call('ZRANGE', ctx.keys.active, 0, 0, 'WITHSCORES')
-    if not head[1] then
+    local head = fq_head(ctx)
+    if not head then
       return nil, nil
     end
     ctx.steps = ctx.steps + 1
-    local scope_enc, tag = head[1], tonumber(head[2])
+    local scope_enc, tag = head.enc, head.tag
     local s = scope_get(ctx, scope_enc)
     s.place = 'active'
     local line = ctx.ready_prefix .. scope_enc
-    local job_enc = redis.call('LINDEX', line, 0)
+    -- Taken off the line at once (the usual outcome); put back on a refusal.
+    local job_enc = redis.call('LPOP', line)
     local f = nil
     if job_enc then
       f = redis.call('HMGET', ctx.job_prefix .. job_enc, 'id', 'scope', 'cost', 'attempt',
-        'bpaid')
+        'bpaid', 'payload')
     end
     if not job_enc then
       deactivate(ctx, s)  -- an empty line cannot stay in the fair queue
     elseif not f[1] then
-      redis.call('LPOP', line)  -- a record deleted by hand
-      queue_add(ctx, s, -1, 0)
+      queue_add(ctx, s, -1, 0)  -- a record deleted by hand
     else
       local cost = tonumber(f[3])
       local attempt = (tonumber(f[4]) or 0) + 1
       local ok, blocker, at = can_release(ctx, s, cost)
       if not ok and (blocker == 'scope' or blocker == 'quota') then
+        redis.call('LPUSH', line, job_enc)
         throttle(ctx, s, at)  -- only this scope waits; the others go on
       elseif not ok then
+        redis.call('LPUSH', line, job_enc)
         return nil, at
       elseif attempt > 1 and ctx.policy.budget_enabled == 1 and not f[5] and
           not budget_available(ctx) then
-        redis.call('LPOP', line)
         if redis.call('LLEN', line) == 0 then
           deactivate(ctx, s)
         end
-        ctx.park_seq = (ctx.park_seq or 0) + 1
+        ctx.park_seq = ctx.park_seq + 1
         redis.call('ZADD', ctx.keys.parked, string.format('%.17g', ctx.now + ctx.park_seq / 1000),
           job_enc)
         ctx.parked = ctx.parked + 1
       else
         return {enc = job_enc, id = f[1], scope = f[2], cost = cost, attempt = attempt,
-          sc = s, tag = tag, line = line, bpaid = f[5] ~= false and f[5] ~= nil}
+          sc = s, tag = tag, line = line, bpaid = f[5] ~= false and f[5] ~= nil,
+          payload = f[6] or ''}
       end
     end
   end
@@ -198,14 +210,13 @@ end
 -- scope's tag moves on by cost / weight, the virtual time becomes the tag served.
 local function served(ctx, job)
   local s = job.sc
-  redis.call('LPOP', job.line)
   ctx.vtime = job.tag
   s.vf = job.tag + tag_step(s, job.cost)
   queue_add(ctx, s, -1, -job.cost)
   if redis.call('LLEN', job.line) == 0 then
     deactivate(ctx, s)
   else
-    redis.call('ZADD', ctx.keys.active, string.format('%.17g', s.vf), s.enc)
+    fq_retag(ctx, s, s.vf)
   end
 end
 

@@ -115,7 +115,11 @@ end
 -- the report gives none, when it failed, or when its lease expired: a worker killed after
 -- calling the model did spend); only an attempt returned unstarted is refunded (`actual`
 -- nil). Independent of the policy in force now: the record says where the reservation is.
-local function quota_settle(job_key, job_enc, attempt, actual, now_ms)
+-- `marked` false: the caller read the record's q_key and there is none (nothing to do).
+local function quota_settle(job_key, job_enc, attempt, actual, now_ms, marked)
+  if marked == false then
+    return
+  end
   local f = redis.call('HMGET', job_key, 'q_key', 'q_member', 'q_at', 'q_amt', 'q_win',
     'q_ttl')
   if not f[1] then

@@ -54,7 +54,8 @@ local function can_release(ctx, s, cost)
   return true, nil, now
 end
 
--- Start attempt `job.attempt` of a picked job on consumer `c` ({stream, group, consumer}):
+-- Start attempt `job.attempt` of a picked job on consumer `c` ({stream, group, consumer,
+-- held = stream NUL group NUL consumer}):
 -- XADD its entry (stream ids carry the release time in ms and never go backwards, even if
 -- the clock does), make the record `running` with its lease, take the buckets, the quota
 -- reservation, a half-open probe slot and (first attempts) deposit into the retry budget.
@@ -68,17 +69,18 @@ local function start_attempt(ctx, c, job)
   end
   local job_key = ctx.job_prefix .. job.enc
   local deadline = ctx.now_ms + p.lease_ms
-  local token = redis.call('XADD', c.stream, fmt(ms) .. '-*', 'id', job.id, 'scope', job.scope,
-    'attempt', job.attempt, 'cost', job.cost)
+  -- The entry carries only the job id: it is a delivery record, the job is in its record.
+  local token = redis.call('XADD', c.stream, fmt(ms) .. '-*', 'id', job.id)
   local probe = 0
   if p.circuit_enabled == 1 and ctx.circuit.state == 'half_open' then
     probe = 1
     ctx.circuit.probes = ctx.circuit.probes + 1
     ctx.circuit_dirty = true
   end
+  -- `held`: the stream, group and consumer that hold the attempt, NUL-separated (names may
+  -- not contain NUL), in one field.
   redis.call('HSET', job_key, 'status', 'running', 'attempt', job.attempt, 'started_ms',
-    ctx.now_ms, 'token', token, 'lease_deadline_ms', deadline, 'consumer', c.consumer,
-    'group', c.group, 'stream', c.stream, 'probe', probe)
+    ctx.now_ms, 'token', token, 'lease_deadline_ms', deadline, 'held', c.held, 'probe', probe)
   local add = ctx.inflight_add
   add[#add + 1], add[#add + 2] = deadline, job.enc
   if ctx.live then
@@ -99,7 +101,7 @@ local function start_attempt(ctx, c, job)
       budget_take(ctx)
     end
   end
-  return token, deadline, redis.call('HGET', job_key, 'payload') or ''
+  return token, deadline, job.payload
 end
 
 -- The stream id just before `id` ("ms-seq"), so that a group created there delivers `id`
@@ -126,6 +128,13 @@ local function deliver(ctx, c, tokens)
       c.stream, '>')
   end
   local got = read()
+  -- The usual case: exactly our entries, in order (ids only grow, so first and last decide).
+  if type(got) == 'table' and got[1] and not got.err then
+    local entries = got[1][2]
+    if #entries == n and entries[1][1] == tokens[1] and entries[n][1] == tokens[n] then
+      return false
+    end
+  end
   local created = false
   if type(got) == 'table' and got.err then
     if not string.find(got.err, 'NOGROUP', 1, true) then

@@ -1,29 +1,43 @@
--- One scope's limits and state, read on first use in a call and written back once
--- (scope_flush). State fields: stat = submit-side reservation tat, rtat = release-side tat,
--- pu = paused until (a Retry-After for this scope only), vf = virtual finish tag of its last
--- release (fair queueing), qn / qc = jobs / cost it has waiting (scheduled, ready, parked
--- or retrying), aw = the weight it added to the fair queue's active weight.
+-- One scope's limits and state, read on first use in a call and written back once, packed
+-- in the one field `v` of the scope's hash as eight big-endian doubles (struct '>dddddddd';
+-- written only when it changed):
+--   v  stat rtat pu vf qn qc aw th
+-- stat = submit-side reservation tat, rtat = release-side tat, pu = paused until (a
+-- Retry-After for this scope only), vf = virtual finish tag of its last release (fair
+-- queueing), qn / qc = jobs / cost it has waiting (scheduled, ready, parked or retrying),
+-- aw = the weight it added to the fair queue's active weight (> 0 exactly while it is in
+-- `active`), th = 1 while it is in `throttled` (so its place in the fair queue is known
+-- without asking the sorted sets). janus.calls.SCOPE_PACKED names the same fields in order.
 
 --- @include "core"
 
+-- A scope's limits (read only: shared by the calls that use this policy version): its
+-- override, parsed once per policy version, or the default scope's.
 local function scope_limits(ctx, scope_enc)
   local p = ctx.policy
   if p.scope_overrides > 0 then
+    local cached = p.override_cache[scope_enc]
+    if cached then
+      return cached
+    end
     local raw = redis.call('HGET', ctx.keys.scopes, scope_enc)
+    local lim = p.default_lim
     if raw then
       local v = {}
       for num in string.gmatch(raw, '%d+') do
         v[#v + 1] = tonumber(num)
       end
-      return {interval = v[1], burst = v[2], weight = v[3], max_queued = v[4],
+      lim = {interval = v[1], burst = v[2], weight = v[3], max_queued = v[4],
         max_queued_cost = v[5], q_limit = v[6], q_period = v[7], q_rolling = v[8],
         q_wait = v[9]}
     end
+    if p.override_cached == nil or p.override_cached < 10000 then
+      p.override_cache[scope_enc] = lim
+      p.override_cached = (p.override_cached or 0) + 1
+    end
+    return lim
   end
-  return {interval = p.scope_interval_us, burst = p.scope_burst, weight = p.scope_weight_milli,
-    max_queued = p.scope_max_queued, max_queued_cost = p.scope_max_queued_cost,
-    q_limit = p.scope_quota_limit, q_period = p.scope_quota_period_ms,
-    q_rolling = p.scope_quota_rolling, q_wait = p.scope_quota_wait}
+  return p.default_lim
 end
 
 local function scope_get(ctx, scope_enc)
@@ -32,11 +46,16 @@ local function scope_get(ctx, scope_enc)
     return s
   end
   local key = ctx.scope_prefix .. scope_enc
-  local raw = redis.call('HMGET', key, 'stat', 'rtat', 'pu', 'vf', 'qn', 'qc', 'aw')
-  s = {key = key, enc = scope_enc, lim = scope_limits(ctx, scope_enc),
-    stat = tonumber(raw[1]) or 0, rtat = tonumber(raw[2]) or 0, pu = tonumber(raw[3]) or 0,
-    vf = tonumber(raw[4]) or 0, qn = tonumber(raw[5]) or 0, qc = tonumber(raw[6]) or 0,
-    aw = tonumber(raw[7]) or 0, dirty = false}
+  local raw = redis.call('HGET', key, 'v')
+  local stat, rtat, pu, vf, qn, qc, aw, th = 0, 0, 0, 0, 0, 0, 0, 0
+  if raw and string.len(raw) == 64 then
+    stat, rtat, pu, vf, qn, qc, aw, th = struct.unpack('>dddddddd', raw)
+  end
+  -- (every field in the constructor: the table is sized once)
+  s = {key = key, enc = scope_enc, lim = scope_limits(ctx, scope_enc), stat = stat,
+    rtat = rtat, pu = pu, vf = vf, qn = qn, qc = qc, aw = aw, th = th, dirty = false,
+    place = false, quota = false, raw = raw or false,
+    kept = raw ~= false and raw ~= nil and (qn > 0 or aw > 0 or th > 0)}
   ctx.scopes[scope_enc] = s
   return s
 end
@@ -48,14 +67,22 @@ end
 local function scope_flush(ctx)
   for _, s in pairs(ctx.scopes) do
     if s.dirty then
-      redis.call('HSET', s.key, 'stat', fmt(s.stat), 'rtat', fmt(s.rtat), 'pu', fmt(s.pu),
-        'vf', string.format('%.17g', s.vf), 'qn', fmt(s.qn), 'qc', fmt(s.qc), 'aw', fmt(s.aw))
-      if s.qn > 0 or s.aw > 0 then
-        redis.call('PERSIST', s.key)
+      local v = struct.pack('>dddddddd', s.stat, s.rtat, s.pu, s.vf, s.qn, s.qc, s.aw, s.th)
+      if v ~= s.raw then
+        redis.call('HSET', s.key, 'v', v)
+        s.raw = v
+      end
+      local keep = s.qn > 0 or s.aw > 0 or s.th > 0
+      if keep then
+        if not s.kept then
+          redis.call('PERSIST', s.key)
+        end
       else
         local horizon = math.max(s.stat, s.rtat, s.pu) - ctx.now
         redis.call('PEXPIRE', s.key, math.max(ms_of(horizon), 0) + 1000)
       end
+      s.kept = keep
+      s.dirty = false
     end
   end
 end

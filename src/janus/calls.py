@@ -14,6 +14,7 @@ test checks each against the header of its Lua script.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,6 +73,44 @@ REPORT_REPLY = ("ok", "reason", "decision", "retry_at_ms")
 STEP_REPLY = ("reclaimed", "retried", "dead_lettered", "moved", "ready", "next_us", "now_us")
 #: replay.lua ARGV per entry.
 REPLAY_ENTRY = ("entry_id", "job_enc", "scope_enc")
+#: Packed state (lua/include/core.lua, lua/include/scopes.lua): the dependency state hash's
+#: fields ``st`` and ``c``, and a scope hash's field ``v``; big-endian doubles, in order.
+STATE_PACKED = (
+    "dtat",
+    "last_ms",
+    "queued_cost",
+    "queued_count",
+    "paused_until",
+    "vtime",
+    "active_w",
+    "b_parked",
+    "b_milli",
+    "b_at",
+)
+CIRCUIT_PACKED = (
+    "c_state",
+    "c_until",
+    "c_opens",
+    "c_probes",
+    "c_probe_ok",
+    "c_win",
+    "c_cur_ok",
+    "c_cur_fail",
+    "c_prev_ok",
+    "c_prev_fail",
+)
+SCOPE_PACKED = ("stat", "rtat", "pu", "vf", "qn", "qc", "aw", "th")
+#: c_state's codes.
+CIRCUIT_STATES = {0: "closed", 1: "open", 2: "half_open"}
+
+
+def unpack_fields(raw: bytes | None, names: Sequence[str]) -> dict[str, float]:
+    """A packed field as {name: number}; missing or unreadable -> every name 0 (what the
+    scripts assume for a key that does not exist)."""
+    if not isinstance(raw, bytes) or len(raw) != 8 * len(names):
+        return dict.fromkeys(names, 0.0)
+    return dict(zip(names, struct.unpack(f">{len(names)}d", raw), strict=True))
+
 
 _STATUSES = frozenset({"ready", "scheduled", "rejected"})
 _DECISIONS = frozenset({"completed", "retry", "dead", "returned"})

@@ -108,7 +108,7 @@ def worst(findings: list[Finding]) -> Level:
 #: ``~janus*`` would also match another deployment's ``janus2:`` keys.
 ACL_RULES = (
     "resetkeys ~<prefix>:* resetchannels -@all "
-    "+hello +ping +time +evalsha +script|load "
+    "+hello +ping +time +fcall +function|load "
     "+hget +hgetall +hmget +hset +hdel +hexists +exists +del +pexpire +persist +get +set "
     "+sadd +smembers +zadd +zrem +zrange +zcard +zcount +zscore +zremrangebyscore "
     "+lpush +rpush +lpop +lindex +llen +blpop "

@@ -1,6 +1,21 @@
-"""The Lua scripts: where they live, how they are assembled, and what each one takes.
+"""The Lua code: where it lives, how it is assembled into one Redis Functions library, and
+what each function takes.
 
-Pure: reads files, never talks to Redis (:mod:`janus.store` registers and calls them).
+Pure: reads files, never talks to Redis (:mod:`janus.store` loads the library and calls it).
+
+**One library.** :func:`library` assembles ``lua/`` into the library ``janus_p<PROTOCOL>``:
+the shared helpers of ``lua/include/`` once, at library level (defined once per load, not once
+per call), then each script under ``lua/`` wrapped as a function ``janus_p<PROTOCOL>_<name>``
+(registered with no flags: it may write, so Redis refuses it whole under OOM; none is
+``allow-oom``), and ``janus_p<PROTOCOL>_info`` (``no-writes``), which answers the protocol,
+the revision and the digest of the loaded code. Library-level state persists between calls
+until the library is loaded again, which is what the policy cache relies on.
+
+**Versioning.** The protocol version is in every name: a new, incompatible protocol is a new
+library (``janus_p2``) loaded beside the old one, so during a rolling deploy old and new
+producers and workers both work against one Redis. Within a protocol, :data:`REVISION` orders
+compatible builds: a client replaces a loaded library of a lower revision (or the same
+revision with other code), never a higher one. See ``docs/protocol.md``.
 
 Each script under ``lua/`` decides one thing atomically and opens with a header naming its
 ``KEYS[i]`` and ``ARGV[i]``. :data:`SPECS` repeats those names for the Python side, and the
@@ -8,12 +23,13 @@ store passes arguments *by name* through :meth:`ScriptSpec.keys_of` / :meth:`Scr
 so a call site cannot pass a key the script does not expect. A test parses the headers and
 checks they match :data:`SPECS` exactly.
 
-Shared helpers live in ``lua/include/``; a line ``--- @include "name"`` is replaced by that
-file's text when the script is loaded (Redis has no ``require`` for scripts).
+Shared helpers live in ``lua/include/``; a line ``--- @include "name"`` names a helper file
+a script (or another helper) uses; the library defines each once, dependencies first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +38,18 @@ from pathlib import Path
 from typing import TypeVar
 
 A = TypeVar("A")
+
+#: The call interface's version: in the library's and every function's name.
+PROTOCOL = 1
+#: Orders compatible builds of one protocol (bump it when the Lua changes).
+REVISION = 1
+LIBRARY = f"janus_p{PROTOCOL}"
+
+
+def function_name(script: str) -> str:
+    """The registered name of a script's function: ``janus_p1_submit``."""
+    return f"{LIBRARY}_{script}"
+
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
 _HEADER_ITEM = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(\.\.\.)?\]\s+(\w+)", re.MULTILINE)
@@ -176,3 +204,55 @@ def header(name: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
         if dots:
             variadic = True
     return tuple(keys), tuple(argv), variadic
+
+
+def _includes_in_order(names: Sequence[str]) -> list[str]:
+    """Every helper file the given scripts need, each once, dependencies first."""
+    root = lua_dir()
+    order: list[str] = []
+
+    def visit(text: str) -> None:
+        for inc in _INCLUDE.findall(text):
+            if inc not in order:
+                visit((root / "include" / f"{inc}.lua").read_text(encoding="utf-8"))
+                if inc not in order:
+                    order.append(inc)
+
+    for name in names:
+        visit((root / f"{name}.lua").read_text(encoding="utf-8"))
+    return order
+
+
+def _body(text: str) -> str:
+    """A file's code without its ``#!lua`` line and include lines."""
+    lines = text.splitlines()
+    if lines and lines[0].startswith("#!"):
+        lines = lines[1:]
+    return "\n".join(line for line in lines if not _INCLUDE.match(line))
+
+
+@cache
+def library() -> tuple[str, str]:
+    """(source, digest) of the Functions library (see the module docstring)."""
+    root = lua_dir()
+    names = sorted(SPECS)
+    parts = [f"#!lua name={LIBRARY}", f"-- Janus: protocol {PROTOCOL}, revision {REVISION}."]
+    for inc in _includes_in_order(names):
+        parts.append(f"-- == include/{inc}.lua ==")
+        parts.append(_body((root / "include" / f"{inc}.lua").read_text(encoding="utf-8")))
+    for name in names:
+        parts.append(f"-- == {name}.lua ==")
+        parts.append(f"local function fn_{name}(KEYS, ARGV)")
+        parts.append(_body((root / f"{name}.lua").read_text(encoding="utf-8")))
+        parts.append("end")
+        parts.append(
+            f"redis.register_function{{function_name='{function_name(name)}', callback=fn_{name}}}"
+        )
+    code = "\n".join(parts)
+    digest = hashlib.sha1(code.encode(), usedforsecurity=False).hexdigest()
+    info = (
+        f"redis.register_function{{function_name='{function_name('info')}', "
+        f"callback=function() return {{{PROTOCOL}, {REVISION}, '{digest}'}} end, "
+        "flags={'no-writes'}}"
+    )
+    return f"{code}\n{info}\n", digest

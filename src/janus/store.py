@@ -24,12 +24,16 @@ The life of a job (the scripts hold the detail; this is the map):
   the timer: it sleeps until the next event and wakes one idle worker when work may go.
 
 Re-sent calls: connection errors and timeouts are retried a bounded number of times by
-redis-py, so every state-changing script gives a re-sent call the answer the first one got:
+redis-py, so every state-changing function gives a re-sent call the answer the first one got:
 job ids are fixed before a submit (an existing id is a no-op), a fetch carries a fetch id
-(a re-send gets the same jobs), reports carry report ids. Scripts are loaded once and called
-by SHA (NOSCRIPT, e.g. after ``SCRIPT FLUSH``, reloads them); they are never sent inside a
-cluster pipeline. Every script starts with ``#!lua``: Redis then refuses a script that may
-write before it runs when memory is full, so under OOM a call changes nothing at all.
+(a re-send gets the same jobs), reports carry report ids.
+
+The Lua is one Redis Functions library (:func:`janus.scripts.library`), called with FCALL.
+It is loaded on first use on each primary (and replaced when an older revision is there);
+when it is missing later (FUNCTION FLUSH, a new or restarted node without persistence, a
+failover to a node without it), the call that finds it missing loads it and is sent again.
+Functions that may write are refused whole by Redis under OOM, so a call then changes
+nothing at all. Calls are never sent inside a cluster pipeline.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
-from redis.commands.core import Script
 from redis.retry import Retry
 
 from janus import calls, scripts
@@ -68,8 +71,8 @@ R = TypeVar("R")
 
 #: Bounded retries for connection errors and timeouts (all our calls are idempotent).
 RETRIES = 3
-#: Extra attempts when a script vanished between redis-py's reload and its call.
-NOSCRIPT_RETRIES = 3
+#: Extra attempts when the library vanished between loading it and calling it.
+LOAD_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -156,12 +159,30 @@ def translate(exc: Exception, what: str) -> Exception:
         return RedisUnavailable(
             f"{what}: Redis is unavailable ({redact_text(str(exc))}); nothing was changed"
         )
-    if isinstance(exc, redis.exceptions.NoScriptError):
+    if _library_missing(exc):
         return RedisUnavailable(
-            f"{what}: Janus's scripts keep disappearing from Redis (SCRIPT FLUSH, failover?) "
-            "even after reloading them; nothing was changed"
+            f"{what}: Janus's function library keeps disappearing from Redis (FUNCTION "
+            "FLUSH, failover?) even after loading it again; nothing was changed"
         )
     return exc
+
+
+def _library_missing(exc: BaseException) -> bool:
+    return isinstance(exc, redis.exceptions.ResponseError) and "Function not found" in str(exc)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, routing FCALL by its keys the way it routes EVALSHA
+    (it would otherwise ask the server for the keys of every FCALL: one more round trip)."""
+
+    def determine_slot(self, *args: Any) -> int | None:
+        if args and str(args[0]).upper() in ("FCALL", "FCALL_RO") and len(args) > 3:
+            keys = args[3 : 3 + int(args[2])]
+            if keys:
+                slots = {self.keyslot(k) for k in keys}  # type: ignore[no-untyped-call]
+                if len(slots) == 1:
+                    return slots.pop()  # type: ignore[no-any-return]
+        return super().determine_slot(*args)
 
 
 #: Everything redis-py raises (its cluster errors do not all derive from RedisError).
@@ -195,8 +216,13 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> AnyRedis:
             probe.close()
         mode = _hello_field(hello, "mode")
         if mode == "cluster":
-            return RedisCluster.from_url(url, socket_timeout=socket_timeout, retry=_retry())
+            return _Cluster.from_url(url, socket_timeout=socket_timeout, retry=_retry())
         return redis.Redis.from_url(url, socket_timeout=socket_timeout, retry=_retry())
+
+
+def _node_id(node: redis.Redis) -> str:
+    kw = node.connection_pool.connection_kwargs
+    return f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
 
 
 def _hello_field(reply: object, name: str) -> str:
@@ -254,9 +280,10 @@ class Store:
         self.socket_timeout: float | None = kwargs.get("socket_timeout")
         registry(prefix)  # validates the prefix
         self._keys: dict[str, Keys] = {}
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(scripts.source(name)) for name in scripts.SPECS
-        }
+        self._functions = {name: scripts.function_name(name) for name in scripts.SPECS}
+        self._library, self._digest = scripts.library()
+        self._loaded: set[str] = set()  # nodes on which the library was checked
+        self._standalone_ready = False
 
     @classmethod
     def from_url(
@@ -303,34 +330,111 @@ class Store:
             raise mapped from (exc if isinstance(mapped, RedisUnavailable) else None)
         return call.parse(reply)
 
+    def _node(self, key: str) -> redis.Redis:
+        """The plain client of the primary that serves ``key``."""
+        if isinstance(self.client, RedisCluster):
+            node = self.client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            conn = node.redis_connection
+            if conn is None:
+                conn = self.client.get_redis_connection(node)
+            return conn  # type: ignore[no-any-return]
+        return self.client
+
     def _eval(self, call: Call[Any]) -> Any:
-        """EVALSHA through redis-py's Script (which reloads once on NOSCRIPT). A SCRIPT FLUSH
-        landing between that reload and the retried call raises NOSCRIPT again: that one
-        error is safe to retry (nothing ran), so it is, a few times."""
-        script = self._scripts[call.script]
-        for _ in range(NOSCRIPT_RETRIES):
+        """FCALL the call's function; load the library where it is missing and send again."""
+        name = self._functions[call.script]
+        if self._standalone_ready:  # the hot path: one server, library checked
             try:
-                return script(keys=call.keys, args=call.args, client=self.client)
-            except redis.exceptions.NoScriptError:
-                continue
-        return script(keys=call.keys, args=call.args, client=self.client)
+                return self.client.fcall(name, len(call.keys), *call.keys, *call.args)
+            except redis.exceptions.ResponseError as exc:
+                if not _library_missing(exc):
+                    raise
+                self._standalone_ready = False
+                self._loaded.clear()
+        for attempt in range(LOAD_RETRIES + 1):
+            node = self._node(call.keys[0])
+            node_id = _node_id(node)
+            if node_id not in self._loaded:
+                self.ensure_library(node)
+            try:
+                return self.client.fcall(name, len(call.keys), *call.keys, *call.args)
+            except redis.exceptions.ResponseError as exc:
+                if not _library_missing(exc) or attempt == LOAD_RETRIES:
+                    raise
+                self._loaded.discard(node_id)  # flushed, or a node that never had it
+
+    def ensure_library(self, node: redis.Redis) -> str:
+        """Make sure ``node`` runs this build's library: load it if missing, replace a lower
+        revision (or the same revision with other code), keep a higher one. Returns what was
+        done: ``present`` | ``loaded`` | ``replaced`` | ``newer``."""
+        info = self._library_info(node)
+        if info is None:
+            try:
+                node.function_load(self._library)
+                done = "loaded"
+            except redis.exceptions.ResponseError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                done = "present"  # another client loaded it meanwhile
+        else:
+            _, revision, digest = info
+            if revision < scripts.REVISION or (
+                revision == scripts.REVISION and digest != self._digest
+            ):
+                node.function_load(self._library, replace=True)
+                done = "replaced"
+            else:
+                done = "present" if revision == scripts.REVISION else "newer"
+        self._loaded.add(_node_id(node))
+        self._standalone_ready = not isinstance(self.client, RedisCluster)
+        return done
+
+    def _library_info(self, node: redis.Redis) -> tuple[int, int, str] | None:
+        """(protocol, revision, digest) of the library loaded on ``node``, or None."""
+        try:
+            reply = node.fcall(scripts.function_name("info"), 0)
+        except redis.exceptions.ResponseError as exc:
+            if _library_missing(exc):
+                return None
+            raise
+        protocol, revision, digest = reply
+        text = digest.decode() if isinstance(digest, bytes) else str(digest)
+        return int(protocol), int(revision), text
+
+    def library_versions(self) -> dict[str, tuple[int, int, str] | None]:
+        """Each primary ("host:port") and the Janus library it has loaded (None: none)."""
+        out: dict[str, tuple[int, int, str] | None] = {}
+        with guard("reading the loaded library"):
+            for name, conn in self._primaries():
+                out[name] = self._library_info(conn)
+        return out
+
+    def _primaries(self) -> list[tuple[str, redis.Redis]]:
+        if isinstance(self.client, RedisCluster):
+            out = []
+            for node in self.client.get_primaries():  # type: ignore[no-untyped-call]
+                conn = node.redis_connection or self.client.get_redis_connection(node)
+                out.append((node.name, conn))
+            return out
+        kw = self.client.connection_pool.connection_kwargs
+        return [(f"{kw.get('host', '?')}:{kw.get('port', '?')}", self.client)]
 
     def _eval_durable(self, call: Call[Any]) -> Any:
         """The call and a WAIT for ``wait_replicas`` replicas, in one round trip on one
         connection (WAIT counts the replicas that have this connection's writes). Too few in
         time: NotReplicated; the call's effect is on the primary but may not survive a
         failover, and retrying it is safe (job ids, fetch ids, report ids)."""
-        node: Any = self.client
-        if isinstance(self.client, RedisCluster):
-            node = self.client.get_node_from_key(call.keys[0]).redis_connection  # type: ignore[no-untyped-call]
-        script = self._scripts[call.script]
-        for attempt in range(NOSCRIPT_RETRIES + 1):
+        name = self._functions[call.script]
+        for attempt in range(LOAD_RETRIES + 1):
+            node = self._node(call.keys[0])
+            if _node_id(node) not in self._loaded:
+                self.ensure_library(node)
             pipe = node.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            pipe.fcall(name, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
             reply, acked = pipe.execute(raise_on_error=False)
-            if isinstance(reply, redis.exceptions.NoScriptError) and attempt < NOSCRIPT_RETRIES:
-                node.script_load(script.script)
+            if _library_missing(reply) and attempt < LOAD_RETRIES:
+                self._loaded.discard(_node_id(node))
                 continue
             if isinstance(reply, Exception):
                 raise reply
@@ -344,7 +448,7 @@ class Store:
                     "call is safe"
                 )
             return reply
-        raise redis.exceptions.NoScriptError("script vanished repeatedly")
+        raise redis.exceptions.ResponseError("Function not found (repeatedly)")
 
     def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
         """Install one dependency's policy; returns (version, changed)."""
@@ -462,6 +566,21 @@ class Store:
             raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).policy))
         return {key.decode(): value.decode() for key, value in raw.items()}
 
+    def state_fields(self, dependency: str) -> dict[str, float]:
+        """The dependency's packed state as {field: number} (see janus.calls.STATE_PACKED),
+        with the circuit's fields when it has some, and wake_at / timer_until."""
+        k = self.keys(dependency)
+        with guard(f"reading the state of {dependency!r}"):
+            st, c, wake, timer = cast(
+                list[bytes | None], self.client.hmget(k.state, "st", "c", "wake_at", "timer_until")
+            )
+        out = calls.unpack_fields(st, calls.STATE_PACKED)
+        if c:
+            out.update(calls.unpack_fields(c, calls.CIRCUIT_PACKED))
+        out["wake_at"] = float(wake) if wake else 0.0
+        out["timer_until"] = float(timer) if timer else 0.0
+        return out
+
     def groups(self, dependency: str) -> list[str]:
         """The consumer groups that ever fetched work of ``dependency``."""
         with guard(f"reading the groups of {dependency!r}"):
@@ -498,16 +617,7 @@ class Store:
             pipe.zcard(k.active)
             pipe.zcount(k.inflight, f"({now_ms}", "+inf")
             pipe.zcard(k.parked)
-            pipe.hmget(
-                k.state,
-                "queued_cost",
-                "c_state",
-                "c_until",
-                "paused_until",
-                "b_milli",
-                "queued_count",
-                "active_w",
-            )
+            pipe.hmget(k.state, "st", "c")
             pipe.zrange(k.delayed, 0, 0, withscores=True)
             pipe.xlen(k.dead)
             version, active_scopes, in_flight, parked, st, head, dead = pipe.execute()
@@ -515,17 +625,19 @@ class Store:
         def num(raw: bytes | None) -> int | None:
             return None if raw is None else int(raw)
 
-        circuit_until = num(st[2])
-        paused = num(st[3])
-        budget = num(st[4])
-        circuit = st[1].decode() if st[1] else "closed"
+        state = calls.unpack_fields(st[0], calls.STATE_PACKED)
+        c = calls.unpack_fields(st[1], calls.CIRCUIT_PACKED)
+        circuit_until = int(c["c_until"])
+        paused = int(state["paused_until"])
+        budget = int(state["b_milli"]) if st[0] and state["b_milli"] >= 0 else None
+        circuit = calls.CIRCUIT_STATES.get(int(c["c_state"]), "closed") if st[1] else "closed"
         return DependencyStatus(
             dependency=dependency,
             policy_version=num(version),
-            scheduled=num(st[5]) or 0,
+            scheduled=int(state["queued_count"]),
             in_flight=int(in_flight),
             stream_length=sum(n for n, _ in streams.values()),
-            queued_cost=num(st[0]) or 0,
+            queued_cost=int(state["queued_cost"]),
             next_due_us=int(head[0][1]) if head else None,
             circuit=circuit,
             circuit_open_until_ms=circuit_until // 1000
@@ -547,20 +659,22 @@ class Store:
             pipe = self.client.pipeline(transaction=False)
             pipe.hget(k.scopes, enc)
             pipe.hmget(k.policy, *SCOPE_FIELDS)
-            pipe.hmget(k.scope(scope), "qn", "qc")
+            pipe.hget(k.scope(scope), "v")
             pipe.zscore(k.active, enc)
             pipe.zscore(k.throttled, enc)
-            pipe.hget(k.state, "active_w")
+            pipe.hget(k.state, "st")
             pipe.llen(k.ready(scope))
             pipe.hmget(quota_key, "win", "used", "reserved")
             pipe.zrange(quota_key + ":log", 0, -1, withscores=True)
-            override, defaults, counts, active, throttled, active_w, ready, q, log = pipe.execute()
+            override, defaults, packed, active, throttled, st, ready, q, log = pipe.execute()
+        counts = calls.unpack_fields(packed, calls.SCOPE_PACKED)
+        active_w = calls.unpack_fields(st, calls.STATE_PACKED)["active_w"]
         if defaults[0] is None:
             raise InvalidInput(f"dependency {dependency!r} has no applied policy")
         nums = [int(v) for v in (override.split() if override else defaults)]
         _, _, weight, max_queued, max_queued_cost, q_limit, q_period, q_rolling, _ = nums
         place = "active" if active is not None else "throttled" if throttled else "idle"
-        total_w = int(active_w or 0)
+        total_w = int(active_w)
         used: int | None = None
         resets: int | None = None
         if q_limit:
@@ -579,8 +693,8 @@ class Store:
             weight=weight / 1000,
             place=place,
             share=weight / total_w if place == "active" and total_w else 0.0,
-            waiting_jobs=int(counts[0] or 0),
-            waiting_cost=int(counts[1] or 0),
+            waiting_jobs=int(counts["qn"]),
+            waiting_cost=int(counts["qc"]),
             ready_jobs=int(ready),
             max_queued=max_queued or None,
             max_queued_cost=max_queued_cost or None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import redis
 from redis.crc import key_slot
 
+from janus.calls import SCOPE_PACKED, unpack_fields
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.keys import Keys, encode_part, registry
@@ -100,8 +101,9 @@ def test_every_key_has_a_ttl_or_is_bounded_by_its_work(
         per_scope[scope_enc] = per_scope.get(scope_enc, 0) + 1
     tokens = set()
     for key in running:
-        status, token, stream = redis_client.hmget(key, "status", "token", "stream")
+        status, token, held = redis_client.hmget(key, "status", "token", "held")
         assert status == b"running"
+        stream = held.split(b"\0")[0]  # held: stream, group, consumer
         tokens.add((stream, token))
     entries = {(s, eid) for s in streams for eid, _ in redis_client.xrange(s)}
     assert entries == tokens, "a group stream holds something other than running attempts"
@@ -113,7 +115,8 @@ def test_every_key_has_a_ttl_or_is_bounded_by_its_work(
             continue
         if key.startswith(k.scope_prefix.encode()) and ttl == -1:
             scope_enc = key.split(b":s:", 1)[1]
-            assert int(redis_client.hget(key, "qn")) == per_scope[scope_enc] > 0
+            qn = unpack_fields(redis_client.hget(key, "v"), SCOPE_PACKED)["qn"]
+            assert qn == per_scope[scope_enc] > 0
             continue
         assert ttl > 0, f"{key[:80]!r} has no TTL"
         if key.startswith(k.scope_prefix.encode()):

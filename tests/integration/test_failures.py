@@ -18,7 +18,7 @@ from janus.decisions import LeasedJob
 from janus.embedded import RedisServer, free_port
 from janus.errors import RedisUnavailable
 
-from tests.helpers import FakeClock, make_janus, snapshot, wait_until
+from tests.helpers import FakeClock, flush_library, library_loaded, make_janus, snapshot, wait_until
 
 BODY = """
 pay:
@@ -83,61 +83,62 @@ def test_redis_down_mid_run_raises_and_loses_nothing(prefix: str) -> None:
         raw.close()
 
 
-def test_script_flush_mid_run_is_invisible_to_users(redis_url: str, prefix: str) -> None:
-    """After SCRIPT FLUSH (e.g. a failover or an operator), every call reloads its script:
-    submit, fetch, report, heartbeat and the coordinator's step all work as before."""
+def test_function_flush_mid_run_is_invisible_to_users(redis_url: str, prefix: str) -> None:
+    """After FUNCTION FLUSH on every primary (an operator, a node that lost its functions),
+    the first call that finds the library missing loads it again: submit, fetch, report,
+    heartbeat and the coordinator's step all work as before."""
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, BODY, clock)
     assert jn.submit("pay", scope="a", job_id="a1").status == "ready"
     client = jn.store.client
-    client.script_flush()  # redis-py sends it to every primary of a cluster
-    assert client.script_exists(jn.store._scripts["submit"].sha) in ([False], [[False]], False)
+    flush_library(client)
+    assert not any(library_loaded(client))
     assert jn.submit("pay", scope="a", job_id="a2").status == "ready"
     assert [d.status for d in jn.submit_many("pay", [Job(scope="b", job_id="b1")])] == ["ready"]
-    client.script_flush()
+    flush_library(client)
     w = jn.worker("pay", group="billing", consumer="w1")
     first = w.fetch(count=10, block_ms=None)
     assert [j.id for j in first] == ["a1", "b1"]  # the dependency's burst, fair between scopes
-    client.script_flush()
+    flush_library(client)
     renewed = w.heartbeat(first[0])
-    client.script_flush()
+    flush_library(client)
     results = w.report([w.completed(renewed), w.failed(first[1], "http_500")])
     assert [(r.ok, r.decision) for r in results] == [(True, "completed"), (True, "retry")]
-    client.script_flush()
+    flush_library(client)
     step = Coordinator(jn.store).step("pay", clock.advance_ms(500))
     assert step.ready
-    client.script_flush()
+    flush_library(client)
     assert [j.id for j in w.fetch(count=1, block_ms=None)] == ["a2"]
 
 
-def test_scripts_flushed_faster_than_they_reload_is_a_clear_error(
+def test_a_library_flushed_faster_than_it_loads_is_a_clear_error(
     standalone_url: str, prefix: str
 ) -> None:
-    """NOSCRIPT is retried (a few times, nothing ran); if the scripts keep vanishing the
-    caller (a producer or a worker) gets RedisUnavailable, not a raw redis-py error, and
-    nothing was changed."""
+    """A missing library is loaded and the call sent again (a few times: nothing ran); if it
+    keeps vanishing, the caller (a producer or a worker) gets RedisUnavailable, not a raw
+    redis-py error, and nothing was changed."""
     jn = make_janus(standalone_url, prefix, BODY, FakeClock())
     assert jn.submit("pay", scope="a", job_id="first").status == "ready"
     other = redis.Redis.from_url(standalone_url)
-    load = jn.store.client.script_load
+    ensure = jn.store.ensure_library
 
-    def load_then_flush(script: str) -> str:
-        sha = load(script)
-        other.script_flush()  # a flush lands right after every reload
-        return sha
+    def ensure_then_flush(node: redis.Redis) -> str:
+        done = ensure(node)
+        other.function_flush()  # a flush lands right after every load
+        return done
 
-    jn.store.client.script_load = load_then_flush  # type: ignore[method-assign]
-    other.script_flush()
+    jn.store.ensure_library = ensure_then_flush  # type: ignore[method-assign]
+    other.function_flush()
     before = snapshot(other, prefix)
     with pytest.raises(RedisUnavailable) as err:
         jn.submit("pay", scope="a", job_id="x")
-    assert "scripts keep disappearing" in str(err.value)
+    assert "function library keeps disappearing" in str(err.value)
     w = jn.worker("pay", group="billing", consumer="w1")
     with pytest.raises(RedisUnavailable) as err:
         w.fetch(count=10, block_ms=None)
-    assert "scripts keep disappearing" in str(err.value)
+    assert "function library keeps disappearing" in str(err.value)
     assert snapshot(other, prefix) == before
-    jn.store.client.script_load = load  # type: ignore[method-assign]
+    jn.store.ensure_library = ensure  # type: ignore[method-assign]
     assert jn.submit("pay", scope="a", job_id="x").created
     assert [j.id for j in w.fetch(count=10, block_ms=None)] == ["first", "x"]
     other.close()

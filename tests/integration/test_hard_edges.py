@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from janus import calls
-from janus.calls import Outcome
+from janus.calls import SCOPE_PACKED, Outcome, unpack_fields
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.errors import InvalidInput
@@ -357,7 +357,8 @@ def test_every_key_has_a_ttl_or_is_bounded_after_a_varied_run(
                 kind("job finished")
         elif key.startswith(k.scope_prefix.encode()):
             if ttl == -1:
-                assert int(r.hget(key, "qn") or 0) > 0  # type: ignore[attr-defined]
+                v = unpack_fields(r.hget(key, "v"), SCOPE_PACKED)  # type: ignore[attr-defined]
+                assert v["qn"] > 0
                 kind("scope with work")
             else:
                 assert 0 < ttl <= 1_000 + 1_000

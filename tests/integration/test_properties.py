@@ -307,7 +307,7 @@ class Model:
         for scope in SCOPES:
             pipe.lrange(k.ready(scope), 0, -1)
         for job_id in self.accepted:
-            pipe.hmget(k.job(job_id), "status", "attempt", "token", "group", "consumer")
+            pipe.hmget(k.job(job_id), "status", "attempt", "token", "held")
         pipe.zrange(k.inflight, 0, -1)
         replies = pipe.execute()
         delayed, parked = replies[0], replies[1]
@@ -322,9 +322,9 @@ class Model:
         running = 0
         for job_id in self.accepted:
             want = self.state(job_id)
-            status, attempt, token, group, consumer = (
-                v.decode() if v else None for v in records[job_id]
-            )
+            status, attempt, token, held = (v.decode() if v else None for v in records[job_id])
+            # held: the stream, group and consumer of a running attempt, NUL-separated
+            _stream, group, consumer = (held or "\0\0").split("\0")
             enc = encode_part(job_id)
             where = (enc in waiting, enc in inflight, job_id in dead)
             if want == "waiting":

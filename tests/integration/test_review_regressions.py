@@ -183,8 +183,7 @@ api:
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, body, clock)
     jn.submit_many("api", [Job(scope=s) for s in ("a", "a", "b", "b")])
-    state = Keys(prefix, "api").state
-    assert jn.store.client.hget(state, "active_w") == b"6000"
+    assert jn.store.state_fields("api")["active_w"] == 6000
     jn.apply_policies(parse_policy_text(policy(body.replace("weight: 3", "weight: 1")), "x"))
     got = take(jn, "api")
     for _ in range(10):
@@ -192,4 +191,4 @@ api:
         got += take(jn, "api")
     assert len(got) == 4
     assert jn.status("api").scheduled == 0
-    assert jn.store.client.hget(state, "active_w") == b"0"
+    assert jn.store.state_fields("api")["active_w"] == 0

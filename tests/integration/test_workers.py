@@ -16,7 +16,7 @@ from janus.errors import InvalidInput, LeaseLost
 from janus.keys import Keys
 from janus.worker import Retry, load_handler
 
-from tests.helpers import FakeClock, make_janus, unchanged, wait_until
+from tests.helpers import FakeClock, flush_library, make_janus, unchanged, wait_until
 
 BODY = """
 pay:
@@ -486,13 +486,14 @@ def test_worker_rejects_bad_group_names(redis_url: str, prefix: str) -> None:
         jn.worker("pay", group="")
 
 
-def test_script_flush_does_not_reach_workers(redis_url: str, prefix: str) -> None:
-    """After SCRIPT FLUSH, fetch, heartbeat and complete still work (scripts reload)."""
+def test_function_flush_does_not_reach_workers(redis_url: str, prefix: str) -> None:
+    """After FUNCTION FLUSH, fetch, heartbeat and complete still work (the library is
+    loaded again by the call that finds it missing)."""
     jn, _ = _setup(redis_url, prefix)
     job = _one(jn)
     w = jn.worker("pay", group="billing", consumer="w1")
-    jn.store.client.script_flush()
+    flush_library(jn.store.client)
     job = w.heartbeat(job)
-    jn.store.client.script_flush()
+    flush_library(jn.store.client)
     w.complete(job)
     assert jn.job("pay", "order-1").status == "completed"  # type: ignore[union-attr]

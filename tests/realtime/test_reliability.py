@@ -1,5 +1,5 @@
 """Reliability under real faults: kill -9 of worker processes, a frozen (SIGSTOPped) worker,
-a Redis restart with AOF, SCRIPT FLUSH. Real redis-server, real processes, real time.
+a Redis restart with AOF, FUNCTION FLUSH. Real redis-server, real processes, real time.
 
 These are the acceptance tests of "workers and leases": whatever happens to workers or to
 Redis, every submitted job ends completed (or dead-lettered after max_attempts), no job is
@@ -44,7 +44,7 @@ from janus.embedded import RedisServer
 from janus.keys import Keys
 from janus.worker import Worker, WorkerStats
 
-from tests.helpers import make_janus, wait_until
+from tests.helpers import flush_library, make_janus, wait_until
 from tests.reliability_worker import GROUP, LETTERS, SLOTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -685,7 +685,7 @@ def test_redis_restart_with_aof_mid_run_finishes_with_the_same_guarantees(
         assert group_created == 1
 
 
-# -- 4. SCRIPT FLUSH -------------------------------------------------------------------
+# -- 4. FUNCTION FLUSH -----------------------------------------------------------------
 
 FLUSH_JOBS = 400
 FLUSHES = 5
@@ -700,13 +700,14 @@ FLUSH_BODY = (
 LONG_JOB_S = 0.9
 
 
-def test_script_flush_mid_run_is_invisible(
+def test_function_flush_mid_run_is_invisible(
     redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SCRIPT FLUSH on every primary, five times while workers (Worker.run threads:
+    """FUNCTION FLUSH on every primary, five times while workers (Worker.run threads:
     fetch.lua, report.lua, heartbeat.lua) and a coordinator (step.lua) are busy: every job
-    completes in its first attempt, no lease is lost, nothing is logged or raised (a flushed
-    script is reloaded on NOSCRIPT), and run() leaves no job and no thread behind."""
+    completes in its first attempt, no lease is lost, nothing is logged or raised (the library
+    is loaded again by the call that finds it missing), and run() leaves no job and no thread
+    behind."""
     budget = Budget()
     jn = make_janus(redis_url, prefix, FLUSH_BODY)
     client = jn.store.client
@@ -777,7 +778,7 @@ def test_script_flush_mid_run_is_invisible(
                     lambda: state(jn),
                 )
                 left_at_flush.append(FLUSH_JOBS - completed())
-                assert client.script_flush() is True
+                flush_library(client)
             took = waited(
                 lambda: outstanding(jn) == 0, budget.left(), "the work to finish", lambda: state(jn)
             )
