@@ -372,6 +372,49 @@ def dlq_purge(
         click.echo(f"purged {jn.purge(dependency, letters)} dead letter(s)")
 
 
+@main.group()
+def library() -> None:
+    """The Redis Functions library Janus runs (janus_p<protocol>): print, load, status."""
+
+
+@library.command("show")
+def library_show() -> None:
+    """Print the library's source (for FUNCTION LOAD by hand: docs/protocol.md)."""
+    from janus import scripts
+
+    code, _ = scripts.library()
+    click.echo(code, nl=False)
+
+
+@library.command("load")
+@redis_option
+@prefix_option
+def library_load(url: str, prefix: str) -> None:
+    """Load the library on every primary (replacing an older revision, keeping a newer)."""
+    with _client(url, prefix) as jn:
+        done = jn.store.load_library()
+    for name, what in sorted(done.items()):
+        click.echo(f"{name}: {what}")
+
+
+@library.command("status")
+@redis_option
+@prefix_option
+def library_status(url: str, prefix: str) -> None:
+    """The library loaded on every primary (protocol, revision, digest)."""
+    from janus import scripts
+
+    with _client(url, prefix) as jn:
+        versions = jn.store.library_versions()
+    for name, version in sorted(versions.items()):
+        if version is None:
+            click.echo(f"{name}: {scripts.LIBRARY} not loaded (the first client loads it)")
+        else:
+            protocol, revision, digest = version
+            click.echo(f"{name}: {scripts.LIBRARY} protocol {protocol} revision {revision} "
+                       f"digest {digest[:12]}")  # fmt: skip
+
+
 @main.command("doctor")
 @redis_option
 @prefix_option
@@ -382,6 +425,7 @@ def doctor_cmd(url: str, prefix: str, warn_only: bool) -> None:
     with _client(url, prefix) as jn:
         findings = doctor.evaluate(jn.store.server_configs())
         findings += doctor.test_mode(jn.store.test_mode_dependencies())
+        findings += doctor.library(jn.store.library_versions())
     for finding in findings:
         click.echo(str(finding))
     worst = doctor.worst(findings)

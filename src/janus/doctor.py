@@ -94,6 +94,48 @@ def test_mode(dependencies: list[str], where: str = "policies") -> list[Finding]
     ]
 
 
+def library(
+    versions: Mapping[str, tuple[int, int, str] | None],
+    protocol: int | None = None,
+    revision: int | None = None,
+) -> list[Finding]:
+    """What each primary has loaded of Janus's function library (``janus_p<protocol>``)."""
+    from janus import scripts  # (pure: reads the library files)
+
+    protocol = scripts.PROTOCOL if protocol is None else protocol
+    revision = scripts.REVISION if revision is None else revision
+    out = []
+    for server, version in sorted(versions.items()):
+        if version is None:
+            out.append(
+                Finding(
+                    "ok",
+                    server,
+                    f"library janus_p{protocol} not loaded yet (the first call loads it)",
+                )
+            )
+            continue
+        loaded_protocol, loaded_revision, digest = version
+        text = (
+            f"library janus_p{loaded_protocol} revision {loaded_revision} "
+            f"(digest {digest[:12]}) loaded"
+        )
+        if loaded_revision < revision:
+            out.append(
+                Finding(
+                    "warning",
+                    server,
+                    f"{text}: older than this client's revision "
+                    f"{revision}; the next call of this client replaces it",
+                )
+            )
+        elif loaded_revision > revision:
+            out.append(Finding("ok", server, f"{text}: newer than this client's {revision} (kept)"))
+        else:
+            out.append(Finding("ok", server, text))
+    return out
+
+
 def worst(findings: list[Finding]) -> Level:
     levels = {f.level for f in findings}
     if "error" in levels:

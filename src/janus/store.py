@@ -409,6 +409,11 @@ class Store:
                 out[name] = self._library_info(conn)
         return out
 
+    def load_library(self) -> dict[str, str]:
+        """:meth:`ensure_library` on every primary ("host:port" -> what was done)."""
+        with guard("loading the library"):
+            return {name: self.ensure_library(conn) for name, conn in self._primaries()}
+
     def _primaries(self) -> list[tuple[str, redis.Redis]]:
         if isinstance(self.client, RedisCluster):
             out = []

@@ -4,8 +4,10 @@ by a newer revision. Real redis-server processes (and the session's cluster)."""
 from __future__ import annotations
 
 import redis
+from click.testing import CliRunner
 
 from janus import scripts
+from janus.cli import main
 from janus.client import Janus, Job
 from janus.embedded import RedisCluster, RedisServer
 from janus.policy import parse_policy_text
@@ -120,3 +122,35 @@ def test_another_protocol_version_runs_beside_this_one(prefix: str) -> None:
                            for lib in raw.function_list())  # fmt: skip
         assert libraries == [f"janus_p{scripts.PROTOCOL}".encode(), f"janus_p{other}".encode()]
         assert raw.fcall(f"janus_p{other}_info", 0)[0] == scripts.PROTOCOL  # its own copy
+
+
+def test_cli_library_show_load_status_and_doctor() -> None:
+    """`janus library show` prints what FUNCTION LOAD takes; `load` loads it on every
+    primary; `status` and `doctor` tell what is loaded and flag an older revision."""
+    runner = CliRunner()
+    with RedisServer.start() as server:
+        raw = redis.Redis(port=server.port)
+        status = runner.invoke(main, ["library", "status", "--redis", server.url])
+        assert status.exit_code == 0, status.output
+        assert f"{scripts.LIBRARY} not loaded" in status.output
+
+        shown = runner.invoke(main, ["library", "show"])
+        assert shown.exit_code == 0
+        assert shown.output == scripts.library()[0]
+        code, digest = scripts.library()
+        old = code.replace(
+            f"return {{{scripts.PROTOCOL}, {scripts.REVISION}, '{digest}'}}",
+            f"return {{{scripts.PROTOCOL}, {scripts.REVISION - 1}, 'old'}}",
+        )
+        raw.function_load(old)
+        doctor = runner.invoke(main, ["doctor", "--redis", server.url])
+        assert "older than this client's revision" in doctor.output
+        assert doctor.exit_code == 1
+
+        loaded = runner.invoke(main, ["library", "load", "--redis", server.url])
+        assert loaded.exit_code == 0, loaded.output
+        assert loaded.output.strip().endswith(": replaced")
+        status = runner.invoke(main, ["library", "status", "--redis", server.url])
+        assert f"revision {scripts.REVISION} digest {digest[:12]}" in status.output
+        again = runner.invoke(main, ["library", "load", "--redis", server.url])
+        assert again.output.strip().endswith(": present")
