@@ -1,11 +1,20 @@
 """The one pure call layer: every script call Janus makes is built here and every reply is
 parsed here. Pure: no Redis client, no clock.
 
-A :class:`Call` carries a script's name, its KEYS and ARGV (passed *by name* through
-:data:`janus.scripts.SPECS`, so a call site cannot pass a key the script does not declare)
-and the function that turns the reply into typed values. The stores
-(:class:`janus.store.Store`, and the asyncio store) only send calls; nothing about a
-script's layout is known outside this module.
+A :class:`Call` carries a function's name, its KEYS and ARGV (passed *by name* through
+:data:`janus.scripts.SPECS`, so a call site cannot pass a key the function does not declare)
+and the function that turns the reply into typed values. :class:`Commands` is the same for
+plain commands on one slot (reads, mostly), sent as one pipeline. What takes more than one
+round trip (a status: the groups first, then their streams; dead letters read in pages) is an
+*operation*: a generator that yields calls and commands and receives their parsed replies
+(:data:`Op`). The stores (:class:`janus.store.Store`, :class:`janus.aio.AsyncStore`) only
+send what they are given (``run``, ``commands``) and drive operations (``drive``); nothing
+about a function's layout, a key or a reply's shape is known outside this module, so the
+sync and the asyncio API cannot drift apart.
+
+Plain replies are read in the shapes redis-py's RESP2 reply callbacks give (the same for
+its sync and asyncio clients): ``HGETALL`` a dict, ``SMEMBERS`` a set, ``XRANGE`` a list of
+(id, fields), ``TIME`` a pair of integers, counters integers, everything else as sent.
 
 The positional layouts that cross the Lua boundary (a job in a submit, a lease, an outcome,
 each reply's values) are defined once, below, as tuples of field names; the architecture
@@ -15,23 +24,29 @@ test checks each against the header of its Lua script.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from janus import scripts
 from janus.decisions import (
+    DeadLetter,
     Decision,
+    DependencyStatus,
     FetchResult,
     HeartbeatResult,
+    JobInfo,
     LeasedJob,
     ReportResult,
+    ScopeStatus,
     StepResult,
+    parse_dead_letter,
+    parse_job,
 )
-from janus.errors import ProtocolError
-from janus.keys import Keys, encode_part
-from janus.policy import CompiledPolicy
+from janus.errors import InvalidInput, ProtocolError
+from janus.keys import Keys, encode_part, registry
+from janus.policy import SCOPE_FIELDS, CompiledPolicy
 
 Arg = bytes | str | int
 R = TypeVar("R")
@@ -126,6 +141,25 @@ class Call(Generic[R]):
     parse: Callable[[object], R]
     what: str
     """What the call does, for error messages ("submitting to 'payments'")."""
+
+
+@dataclass(frozen=True)
+class Commands(Generic[R]):
+    """Plain commands on one slot, sent as one pipeline (no transaction): what to send and
+    how to read the replies."""
+
+    key: str | None
+    """A key of the slot the commands touch (routes them on a cluster); None: any node."""
+    commands: tuple[tuple[Arg, ...], ...]
+    parse: Callable[[list[Any]], R]
+    what: str
+    errors_ok: bool = False
+    """True: error replies reach ``parse`` as exception values; False: the first raises."""
+
+
+Request = Call[Any] | Commands[Any]
+#: An operation: yields calls and commands, receives each one's parsed reply, returns R.
+Op = Generator[Request, Any, R]
 
 
 @dataclass(frozen=True)
@@ -486,3 +520,360 @@ def apply_policy(keys: Keys, compiled: CompiledPolicy) -> Call[tuple[int, bool]]
         f"applying the policy of {compiled.dependency!r}",
         rest=rest,
     )
+
+
+def apply_policy_op(keys: Keys, compiled: CompiledPolicy) -> Op[tuple[int, bool]]:
+    """Apply the policy, then list the dependency in the registry (another slot: it is only
+    a directory for coordinators and ``janus status``, so it is written after the policy)."""
+    done: tuple[int, bool] = yield apply_policy(keys, compiled)
+    yield Commands(
+        registry(keys.prefix),
+        (("SADD", registry(keys.prefix), compiled.dependency),),
+        _first,
+        f"registering {compiled.dependency!r}",
+    )
+    return done
+
+
+# -- plain reads and operations ------------------------------------------------------------
+
+
+def _first(replies: list[Any]) -> Any:
+    return replies[0]
+
+
+def _scored(reply: Any) -> list[tuple[Any, float]]:
+    """``ZRANGE ... WITHSCORES`` as (member, score) pairs: redis-py hands it flat or as
+    pairs depending on its version."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(m, float(score)) for m, score in reply]
+    return [(m, float(score)) for m, score in zip(reply[::2], reply[1::2], strict=True)]
+
+
+def _decode(raw: object) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def time_us() -> Commands[int]:
+    """Redis's clock, in microseconds."""
+
+    def parse(replies: list[Any]) -> int:
+        sec, usec = replies[0]
+        return int(sec) * 1_000_000 + int(usec)
+
+    return Commands(None, (("TIME",),), parse, "reading the Redis clock")
+
+
+def dependencies(prefix: str) -> Commands[list[str]]:
+    key = registry(prefix)
+
+    def parse(replies: list[Any]) -> list[str]:
+        return sorted(_decode(m) for m in replies[0])
+
+    return Commands(key, (("SMEMBERS", key),), parse, "listing dependencies")
+
+
+def test_mode_dependencies(prefix: str, keys_of: Callable[[str], Keys]) -> Op[list[str]]:
+    """Dependencies whose policy was applied in test mode (their functions accept a caller's
+    clock). One read per dependency: each lives in its own slot."""
+    out = []
+    for dep in (yield dependencies(prefix)):
+        policy = keys_of(dep).policy
+        flag = yield Commands(
+            policy, (("HGET", policy, "test_clock"),), _first, "reading the policies"
+        )
+        if flag == b"1":
+            out.append(dep)
+    return out
+
+
+def policy_fields(keys: Keys) -> Commands[dict[str, str]]:
+    def parse(replies: list[Any]) -> dict[str, str]:
+        return {_decode(k): _decode(v) for k, v in replies[0].items()}
+
+    return Commands(
+        keys.policy,
+        (("HGETALL", keys.policy),),
+        parse,
+        f"reading the policy of {keys.dependency!r}",
+    )
+
+
+def state_fields(keys: Keys) -> Commands[dict[str, float]]:
+    """The dependency's packed state as {field: number} (:data:`STATE_PACKED`), with the
+    circuit's fields when it has some, and wake_at / timer_until."""
+
+    def parse(replies: list[Any]) -> dict[str, float]:
+        st, c, wake, timer = replies[0]
+        out = unpack_fields(st, STATE_PACKED)
+        if c:
+            out.update(unpack_fields(c, CIRCUIT_PACKED))
+        out["wake_at"] = float(wake) if wake else 0.0
+        out["timer_until"] = float(timer) if timer else 0.0
+        return out
+
+    return Commands(
+        keys.state,
+        (("HMGET", keys.state, "st", "c", "wake_at", "timer_until"),),
+        parse,
+        f"reading the state of {keys.dependency!r}",
+    )
+
+
+def groups(keys: Keys) -> Commands[list[str]]:
+    """The consumer groups that ever fetched work of the dependency."""
+
+    def parse(replies: list[Any]) -> list[str]:
+        return sorted(_decode(m) for m in replies[0])
+
+    return Commands(
+        keys.groups,
+        (("SMEMBERS", keys.groups),),
+        parse,
+        f"reading the groups of {keys.dependency!r}",
+    )
+
+
+def stream_counts(keys: Keys) -> Op[dict[str, tuple[int, int]]]:
+    """group -> (entries on its stream, entries pending in its consumer group)."""
+    names: list[str] = yield groups(keys)
+    if not names:
+        return {}
+    commands: list[tuple[Arg, ...]] = []
+    for g in names:
+        commands += [("XLEN", keys.stream(g)), ("XPENDING", keys.stream(g), g)]
+
+    def parse(replies: list[Any]) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for i, g in enumerate(names):
+            length, pending = replies[2 * i], replies[2 * i + 1]
+            n = int(length) if isinstance(length, int) else 0
+            p = int(pending["pending"]) if isinstance(pending, dict) else 0
+            out[g] = (n, p)
+        return out
+
+    counts: dict[str, tuple[int, int]] = yield Commands(
+        keys.groups,
+        tuple(commands),
+        parse,
+        f"reading the streams of {keys.dependency!r}",
+        errors_ok=True,  # a stream or group deleted meanwhile counts 0
+    )
+    return counts
+
+
+def _now_ms(now_us: int | None) -> Op[int]:
+    if now_us is None:
+        now_us = yield time_us()
+    return now_us // 1000
+
+
+def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
+    """The dependency's counts, circuit, pause and budget (read only)."""
+    now_ms = yield from _now_ms(now_us)
+    streams = yield from stream_counts(keys)
+    dependency = keys.dependency
+
+    def parse(replies: list[Any]) -> DependencyStatus:
+        version, active_scopes, in_flight, parked, st, head, dead = replies
+        state = unpack_fields(st[0], STATE_PACKED)
+        c = unpack_fields(st[1], CIRCUIT_PACKED)
+        circuit_until = int(c["c_until"])
+        paused = int(state["paused_until"])
+        budget = int(state["b_milli"]) if st[0] and state["b_milli"] >= 0 else None
+        circuit = CIRCUIT_STATES.get(int(c["c_state"]), "closed") if st[1] else "closed"
+        return DependencyStatus(
+            dependency=dependency,
+            policy_version=None if version is None else int(version),
+            scheduled=int(state["queued_count"]),
+            in_flight=int(in_flight),
+            stream_length=sum(n for n, _ in streams.values()),
+            queued_cost=int(state["queued_cost"]),
+            next_due_us=int(_scored(head)[0][1]) if head else None,
+            circuit=circuit,
+            circuit_open_until_ms=circuit_until // 1000
+            if circuit == "open" and circuit_until
+            else None,
+            paused_until_ms=paused // 1000 if paused and paused // 1000 > now_ms else None,
+            retry_budget=None if budget is None else budget / 1000,
+            dead_letters=int(dead),
+            active_scopes=int(active_scopes),
+            parked=int(parked),
+        )
+
+    result: DependencyStatus = yield Commands(
+        keys.policy,
+        (
+            ("HGET", keys.policy, "version"),
+            ("ZCARD", keys.active),
+            ("ZCOUNT", keys.inflight, f"({now_ms}", "+inf"),
+            ("ZCARD", keys.parked),
+            ("HMGET", keys.state, "st", "c"),
+            ("ZRANGE", keys.delayed, 0, 0, "WITHSCORES"),
+            ("XLEN", keys.dead),
+        ),
+        parse,
+        f"reading the status of {dependency!r}",
+    )
+    return result
+
+
+def scope_status(keys: Keys, scope: str, now_us: int | None) -> Op[ScopeStatus]:
+    """A scope's limits, place in the fair queue, waiting work and quota (read only)."""
+    now_ms = yield from _now_ms(now_us)
+    dependency = keys.dependency
+    enc = encode_part(scope)
+    quota_key = keys.quota(scope)
+
+    def parse(replies: list[Any]) -> ScopeStatus:
+        override, defaults, packed, active, throttled, st, ready, q, log = replies
+        counts = unpack_fields(packed, SCOPE_PACKED)
+        active_w = unpack_fields(st, STATE_PACKED)["active_w"]
+        if defaults[0] is None:
+            raise InvalidInput(f"dependency {dependency!r} has no applied policy")
+        nums = [int(v) for v in (override.split() if override else defaults)]
+        _, _, weight, max_queued, max_queued_cost, q_limit, q_period, q_rolling, _ = nums
+        place = "active" if active is not None else "throttled" if throttled else "idle"
+        total_w = int(active_w)
+        used: int | None = None
+        resets: int | None = None
+        if q_limit:
+            if q_rolling:
+                live = [
+                    (int(m.split(b":", 1)[0]), int(t))
+                    for m, t in _scored(log)
+                    if t > now_ms - q_period
+                ]
+                used = sum(amount for amount, _ in live)
+                resets = min((t for _, t in live), default=now_ms) + q_period
+            else:
+                window = now_ms // q_period
+                same = q[0] is not None and int(q[0]) == window
+                used = int(q[1] or 0) + int(q[2] or 0) if same else 0
+                resets = (window + 1) * q_period
+        return ScopeStatus(
+            dependency=dependency,
+            scope=scope,
+            weight=weight / 1000,
+            place=place,
+            share=weight / total_w if place == "active" and total_w else 0.0,
+            waiting_jobs=int(counts["qn"]),
+            waiting_cost=int(counts["qc"]),
+            ready_jobs=int(ready),
+            max_queued=max_queued or None,
+            max_queued_cost=max_queued_cost or None,
+            quota_limit=q_limit or None,
+            quota_used=used,
+            quota_period_ms=q_period or None,
+            quota_resets_at_ms=resets,
+        )
+
+    result: ScopeStatus = yield Commands(
+        keys.policy,
+        (
+            ("HGET", keys.scopes, enc),
+            ("HMGET", keys.policy, *SCOPE_FIELDS),
+            ("HGET", keys.scope(scope), "v"),
+            ("ZSCORE", keys.active, enc),
+            ("ZSCORE", keys.throttled, enc),
+            ("HGET", keys.state, "st"),
+            ("LLEN", keys.ready(scope)),
+            ("HMGET", quota_key, "win", "used", "reserved"),
+            ("ZRANGE", quota_key + ":log", 0, -1, "WITHSCORES"),
+        ),
+        parse,
+        f"reading scope {scope!r} of {dependency!r}",
+    )
+    return result
+
+
+def job(keys: Keys, job_id: str) -> Commands[JobInfo | None]:
+    """A job's record; None when unknown (or its record expired)."""
+    key = keys.job(job_id)
+    dependency = keys.dependency
+
+    def parse(replies: list[Any]) -> JobInfo | None:
+        return parse_job(dependency, replies[0]) if replies[0] else None
+
+    return Commands(key, (("HGETALL", key),), parse, f"reading job {job_id!r} of {dependency!r}")
+
+
+def dead_letter_entries(
+    keys: Keys, *, start: str = "-", count: int | None = None
+) -> Op[list[tuple[str, dict[bytes, bytes]]]]:
+    """Entries of the dead-letter stream from ``start`` (an id; "(" excludes it), oldest
+    first; all of them when ``count`` is None (read in pages of 1000)."""
+    out: list[tuple[str, dict[bytes, bytes]]] = []
+    page = 1000 if count is None else min(count, 1000)
+    what = f"reading dead letters of {keys.dependency!r}"
+    while count is None or len(out) < count:
+        rows = yield Commands(
+            keys.dead, (("XRANGE", keys.dead, start, "+", "COUNT", page),), _first, what
+        )
+        out.extend((_decode(eid), fields) for eid, fields in rows)
+        if len(rows) < page:
+            break
+        start = "(" + _decode(rows[-1][0])
+    return out if count is None else out[:count]
+
+
+def dead_letters(
+    keys: Keys,
+    *,
+    scope: str | None = None,
+    job_id: str | None = None,
+    since_ms: int | None = None,
+    limit: int | None = None,
+) -> Op[list[DeadLetter]]:
+    """Dead letters, oldest first, filtered by scope, job id and time (Redis ms)."""
+    start = "-" if since_ms is None else f"{since_ms}-0"
+    out: list[DeadLetter] = []
+    for entry_id, fields in (yield from dead_letter_entries(keys, start=start)):
+        letter = parse_dead_letter(keys.dependency, entry_id, fields)
+        if scope is not None and letter.scope != scope:
+            continue
+        if job_id is not None and letter.job_id != job_id:
+            continue
+        out.append(letter)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def purge(keys: Keys, entry_ids: Sequence[str]) -> Op[int]:
+    """Delete dead letters (and their replay marks); returns how many were deleted."""
+    deleted = 0
+    for i in range(0, len(entry_ids), 1000):
+        chunk = list(entry_ids[i : i + 1000])
+        deleted += yield Commands(
+            keys.dead,
+            (("XDEL", keys.dead, *chunk), ("ZREM", keys.replayed, *chunk)),
+            _first,
+            f"purging dead letters of {keys.dependency!r}",
+        )
+    return deleted
+
+
+def forget_consumer(keys: Keys, group: str, consumer: str) -> Op[bool]:
+    """Delete ``consumer`` from its group when it holds no entries (a worker that stops
+    cleanly), so the group's consumer list does not grow with every worker process."""
+    stream = keys.stream(group)
+    what = f"removing consumer {consumer!r} of {keys.dependency!r}"
+    (info,) = yield Commands(
+        stream, (("XINFO", "CONSUMERS", stream, group),), list, what, errors_ok=True
+    )
+    if isinstance(info, Exception):
+        if "NOGROUP" in str(info) or "no such key" in str(info):
+            return False
+        raise info
+
+    def field(entry: dict[Any, Any], name: str) -> Any:
+        return entry.get(name, entry.get(name.encode()))  # keys decoded or not, by version
+
+    mine = [c for c in info if _decode(field(c, "name")) == consumer]
+    if not mine:
+        return True
+    if int(field(mine[0], "pending") or 0):
+        return False
+    yield Commands(stream, (("XGROUP", "DELCONSUMER", stream, group, consumer),), _first, what)
+    return True

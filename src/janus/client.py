@@ -14,21 +14,21 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol, cast
 
 from janus import calls
-from janus.calls import JobArgs
+from janus.calls import JobArgs, Op
 from janus.decisions import (
     DeadLetter,
     Decision,
+    DependencyStatus,
     JobInfo,
     ScopeStatus,
-    parse_dead_letter,
-    parse_job,
 )
 from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
-from janus.keys import check_dependency, check_user_name
+from janus.keys import Keys, check_dependency, check_user_name
 from janus.policy import CompiledPolicy, PolicySet, compile_policy
-from janus.store import DependencyStatus, Store
+from janus.store import Store
 from janus.worker import Worker
 
 #: Default client-side payload limit; the policy's ``max_payload`` is checked in Redis too.
@@ -56,8 +56,169 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-class Janus:
-    """A producer's handle on Janus. Thread-safe; create one per process and share it."""
+class _KeyedStore(Protocol):
+    prefix: str
+
+    def keys(self, dependency: str) -> Keys: ...
+
+
+class ClientCore:
+    """What :class:`Janus` and :class:`janus.aio.AsyncJanus` share: the settings, the input
+    checks and the operations of every method (built by :mod:`janus.calls`). Pure: the two
+    clients only send these through their store, one with ``drive``, one with ``await``."""
+
+    store: _KeyedStore
+
+    def __init__(
+        self,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 0
+        ):
+            raise InvalidInput(
+                f"max_payload_bytes must be an integer >= 0, got {max_payload_bytes!r}"
+            )
+        #: Only janus.testing sets this (and then applies policies in test mode): the one
+        #: clock is Redis's, and the functions refuse an explicit time anywhere else.
+        self._clock: Clock | None = None
+        self.max_payload_bytes = max_payload_bytes
+        self.batch_size = batch_size
+        self._valid_dependencies: set[str] = set()
+
+    def _now(self) -> int | None:
+        return None if self._clock is None else self._clock()
+
+    # -- the operations behind each public method ------------------------------------------
+
+    def _submit_op(
+        self, dependency: str, scope: str, payload: bytes | str, job_id: str | None, cost: int
+    ) -> Op[Decision]:
+        self._check_dependency(dependency)
+        job = self._job_args(Job(scope=scope, payload=payload, job_id=job_id, cost=cost), None)
+        decisions = yield calls.submit(self.store.keys(dependency), [job], self._now())
+        return cast(Decision, decisions[0])
+
+    def _submit_many_op(
+        self, dependency: str, jobs: Iterable[Job | Mapping[str, object]]
+    ) -> Op[list[Decision]]:
+        self._check_dependency(dependency)
+        args = [self._job_args(self._as_job(j, i), i) for i, j in enumerate(jobs)]
+        keys = self.store.keys(dependency)
+        out: list[Decision] = []
+        for chunk in _chunks(args, self.batch_size, _BATCH_BYTES):
+            out.extend((yield calls.submit(keys, chunk, self._now())))
+        return out
+
+    def _apply_op(self, policies: PolicySet) -> Op[dict[str, tuple[int, bool]]]:
+        out = {}
+        for name, policy in sorted(policies.dependencies.items()):
+            compiled = compile_policy(name, policy)
+            if self._clock is not None:
+                compiled = _test_mode(compiled)
+            keys = self.store.keys(compiled.dependency)
+            out[name] = yield from calls.apply_policy_op(keys, compiled)
+        return out
+
+    def _job_op(self, dependency: str, job_id: str) -> Op[JobInfo | None]:
+        self._check_dependency(dependency)
+        check_user_name("job_id", job_id)
+        info: JobInfo | None = yield calls.job(self.store.keys(dependency), job_id)
+        return info
+
+    def _dead_letters_op(
+        self,
+        dependency: str,
+        scope: str | None,
+        job_id: str | None,
+        since_ms: int | None,
+        limit: int | None,
+    ) -> Op[list[DeadLetter]]:
+        self._check_dependency(dependency)
+        keys = self.store.keys(dependency)
+        return (
+            yield from calls.dead_letters(
+                keys, scope=scope, job_id=job_id, since_ms=since_ms, limit=limit
+            )
+        )
+
+    def _replay_op(self, dependency: str, letters: Iterable[DeadLetter]) -> Op[dict[str, str]]:
+        self._check_dependency(dependency)
+        triples = [(d.entry_id, d.job_id, d.scope) for d in letters]
+        keys = self.store.keys(dependency)
+        out: dict[str, str] = {}
+        for i in range(0, len(triples), self.batch_size):
+            chunk = triples[i : i + self.batch_size]
+            statuses = yield calls.replay(keys, chunk, self._now())
+            for (entry_id, _, _), status in zip(chunk, statuses, strict=True):
+                out[entry_id] = status
+        return out
+
+    def _purge_op(self, dependency: str, letters: Iterable[DeadLetter]) -> Op[int]:
+        self._check_dependency(dependency)
+        ids = [d.entry_id for d in letters]
+        return (yield from calls.purge(self.store.keys(dependency), ids))
+
+    def _scope_status_op(self, dependency: str, scope: str) -> Op[ScopeStatus]:
+        self._check_dependency(dependency)
+        check_user_name("scope", scope)
+        return (yield from calls.scope_status(self.store.keys(dependency), scope, self._now()))
+
+    def _status_op(self, dependency: str) -> Op[DependencyStatus]:
+        self._check_dependency(dependency)
+        return (yield from calls.status(self.store.keys(dependency), self._now()))
+
+    # -- input checks ----------------------------------------------------------------------
+
+    def _check_dependency(self, dependency: str) -> None:
+        if dependency not in self._valid_dependencies:
+            check_dependency(dependency)
+            if len(self._valid_dependencies) < 10_000:
+                self._valid_dependencies.add(dependency)
+
+    @staticmethod
+    def _as_job(item: Job | Mapping[str, object], index: int) -> Job:
+        if isinstance(item, Job):
+            return item
+        if isinstance(item, Mapping):
+            unknown = set(item) - {"scope", "payload", "job_id", "cost"}
+            if unknown:
+                raise InvalidInput(f"job #{index}: unknown field(s) {sorted(unknown)}")
+            return Job(**item)  # type: ignore[arg-type]
+        raise InvalidInput(f"job #{index}: expected a Job or a mapping, got {type(item).__name__}")
+
+    def _job_args(self, job: Job, index: int | None) -> JobArgs:
+        where = "" if index is None else f"job #{index}: "
+        scope = check_user_name("scope", job.scope)
+        job_id = new_job_id() if job.job_id is None else check_user_name("job_id", job.job_id)
+        cost = job.cost
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise InvalidCost(f"{where}cost must be an integer >= 1, got {cost!r}")
+        payload = job.payload
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise InvalidInput(f"{where}payload must be bytes or str, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{where}payload is {len(payload)} bytes; the limit is "
+                f"{self.max_payload_bytes} bytes"
+            )
+        return JobArgs(job_id, scope, cost, payload)
+
+
+class Janus(ClientCore):
+    """A producer's handle on Janus. Thread-safe; create one per process and share it.
+    (For asyncio applications: :class:`janus.aio.AsyncJanus`, the same API awaited.)"""
+
+    store: Store
 
     def __init__(
         self,
@@ -66,15 +227,8 @@ class Janus:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        if batch_size < 1:
-            raise InvalidInput("batch_size must be >= 1")
+        super().__init__(max_payload_bytes=max_payload_bytes, batch_size=batch_size)
         self.store = store
-        #: Only janus.testing sets this (and then applies policies in test mode): the one
-        #: clock is Redis's, and scripts refuse an explicit time anywhere else.
-        self._clock: Clock | None = None
-        self.max_payload_bytes = max_payload_bytes
-        self.batch_size = batch_size
-        self._valid_dependencies: set[str] = set()
 
     @classmethod
     def from_url(
@@ -118,9 +272,6 @@ class Janus:
     ) -> None:
         self.close()
 
-    def _now(self) -> int | None:
-        return None if self._clock is None else self._clock()
-
     # -- producing ---------------------------------------------------------------------
 
     def submit(
@@ -144,77 +295,25 @@ class Janus:
         :class:`~janus.errors.RedisUnavailable` when Redis cannot be reached; in both cases
         nothing was admitted.
         """
-        self._check_dependency(dependency)
-        job = self._job_args(Job(scope=scope, payload=payload, job_id=job_id, cost=cost), None)
-        return self.store.run(calls.submit(self.store.keys(dependency), [job], self._now()))[0]
+        return self.store.drive(self._submit_op(dependency, scope, payload, job_id, cost))
 
     def submit_many(
         self, dependency: str, jobs: Iterable[Job | Mapping[str, object]]
     ) -> list[Decision]:
-        """Submit many jobs for one dependency: one script call per batch of ``batch_size``.
+        """Submit many jobs for one dependency: one call per batch of ``batch_size``.
 
         Each job gets exactly the decision :meth:`submit` would have given it in that order.
         Every job is validated before anything is sent; a bad job raises and admits nothing.
         A policy-level refusal (cost above ``max_cost``, payload above ``max_payload``) raises
         for the batch that holds it; earlier batches stay admitted.
         """
-        self._check_dependency(dependency)
-        args = [self._job_args(self._as_job(j, i), i) for i, j in enumerate(jobs)]
-        keys = self.store.keys(dependency)
-        out: list[Decision] = []
-        for chunk in _chunks(args, self.batch_size, _BATCH_BYTES):
-            decisions: list[Decision] = self.store.run(calls.submit(keys, chunk, self._now()))
-            out.extend(decisions)
-        return out
-
-    def _check_dependency(self, dependency: str) -> None:
-        if dependency not in self._valid_dependencies:
-            check_dependency(dependency)
-            if len(self._valid_dependencies) < 10_000:
-                self._valid_dependencies.add(dependency)
-
-    @staticmethod
-    def _as_job(item: Job | Mapping[str, object], index: int) -> Job:
-        if isinstance(item, Job):
-            return item
-        if isinstance(item, Mapping):
-            unknown = set(item) - {"scope", "payload", "job_id", "cost"}
-            if unknown:
-                raise InvalidInput(f"job #{index}: unknown field(s) {sorted(unknown)}")
-            return Job(**item)  # type: ignore[arg-type]
-        raise InvalidInput(f"job #{index}: expected a Job or a mapping, got {type(item).__name__}")
-
-    def _job_args(self, job: Job, index: int | None) -> JobArgs:
-        where = "" if index is None else f"job #{index}: "
-        scope = check_user_name("scope", job.scope)
-        job_id = new_job_id() if job.job_id is None else check_user_name("job_id", job.job_id)
-        cost = job.cost
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise InvalidCost(f"{where}cost must be an integer >= 1, got {cost!r}")
-        payload = job.payload
-        if isinstance(payload, str):
-            payload = payload.encode("utf-8")
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise InvalidInput(f"{where}payload must be bytes or str, got {type(payload).__name__}")
-        payload = bytes(payload)
-        if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"{where}payload is {len(payload)} bytes; the limit is "
-                f"{self.max_payload_bytes} bytes"
-            )
-        return JobArgs(job_id, scope, cost, payload)
+        return self.store.drive(self._submit_many_op(dependency, jobs))
 
     # -- operating ---------------------------------------------------------------------
 
     def apply_policies(self, policies: PolicySet) -> dict[str, tuple[int, bool]]:
         """Write each dependency of a policy set into Redis: name -> (version, changed)."""
-        out = {}
-        for name, policy in sorted(policies.dependencies.items()):
-            compiled = compile_policy(name, policy)
-            if self._clock is not None:
-                compiled = _test_mode(compiled)
-            out[name] = self.store.apply_policy(compiled)
-        return out
+        return self.store.drive(self._apply_op(policies))
 
     def worker(self, dependency: str, *, group: str, consumer: str | None = None) -> Worker:
         """A worker in ``group`` (one group per dependency per deployment; many consumers).
@@ -225,10 +324,7 @@ class Janus:
 
     def job(self, dependency: str, job_id: str) -> JobInfo | None:
         """A job's state, attempts and history; None when unknown (or its record expired)."""
-        self._check_dependency(dependency)
-        check_user_name("job_id", job_id)
-        raw = self.store.job(dependency, job_id)
-        return parse_job(dependency, raw) if raw else None
+        return self.store.drive(self._job_op(dependency, job_id))
 
     # -- dead letters ------------------------------------------------------------------
 
@@ -243,55 +339,26 @@ class Janus:
     ) -> list[DeadLetter]:
         """Dead letters of ``dependency``, oldest first, filtered by scope, job id and time
         (``since_ms``: Redis time in ms). Reading changes nothing."""
-        self._check_dependency(dependency)
-        start = "-" if since_ms is None else f"{since_ms}-0"
-        out: list[DeadLetter] = []
-        for entry_id, fields in self.store.dead_letters(dependency, start=start):
-            letter = parse_dead_letter(dependency, entry_id, fields)
-            if scope is not None and letter.scope != scope:
-                continue
-            if job_id is not None and letter.job_id != job_id:
-                continue
-            out.append(letter)
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+        op = self._dead_letters_op(dependency, scope, job_id, since_ms, limit)
+        return self.store.drive(op)
 
     def replay(self, dependency: str, letters: Iterable[DeadLetter]) -> dict[str, str]:
         """Send dead-lettered jobs back through admission (attempts reset, history kept).
         Returns entry id -> replayed | already_replayed | active | missing. The dead letters
         stay until purged."""
-        self._check_dependency(dependency)
-        triples = [(d.entry_id, d.job_id, d.scope) for d in letters]
-        keys = self.store.keys(dependency)
-        out: dict[str, str] = {}
-        for i in range(0, len(triples), self.batch_size):
-            chunk = triples[i : i + self.batch_size]
-            statuses = self.store.run(calls.replay(keys, chunk, self._now()))
-            for (entry_id, _, _), status in zip(chunk, statuses, strict=True):
-                out[entry_id] = status
-        return out
+        return self.store.drive(self._replay_op(dependency, letters))
 
     def purge(self, dependency: str, letters: Iterable[DeadLetter]) -> int:
         """Delete dead letters for good; returns how many were deleted."""
-        self._check_dependency(dependency)
-        return self.store.purge(dependency, [d.entry_id for d in letters])
+        return self.store.drive(self._purge_op(dependency, letters))
 
     def scope_status(self, dependency: str, scope: str) -> ScopeStatus:
         """A scope's share of the dependency, its waiting work and its quota."""
-        self._check_dependency(dependency)
-        check_user_name("scope", scope)
-        now_us = self._now()
-        if now_us is None:
-            now_us = self.store.time_us()
-        return self.store.scope_status(dependency, scope, now_us // 1000)
+        return self.store.drive(self._scope_status_op(dependency, scope))
 
     def status(self, dependency: str) -> DependencyStatus:
-        check_dependency(dependency)
-        now_us = self._now()
-        if now_us is None:
-            now_us = self.store.time_us()
-        return self.store.status(dependency, now_us // 1000)
+        """The dependency's counts, circuit, pause and retry budget."""
+        return self.store.drive(self._status_op(dependency))
 
 
 def _test_mode(compiled: CompiledPolicy) -> CompiledPolicy:

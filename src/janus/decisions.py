@@ -275,3 +275,29 @@ class ScopeStatus:
     quota_period_ms: int | None
     quota_resets_at_ms: int | None
     """Fixed windows: when the window resets; rolling: when the oldest charge leaves it."""
+
+
+@dataclass(frozen=True)
+class DependencyStatus:
+    dependency: str
+    policy_version: int | None
+    scheduled: int
+    """Jobs waiting: in the delay queue or a scope's ready line (new, retries, held back)."""
+    in_flight: int
+    """Started attempts whose lease is live and whose outcome is not reported."""
+    stream_length: int
+    """Entries on the dependency's group streams: attempts running (or not yet reclaimed)."""
+    queued_cost: int
+    next_due_us: int | None
+    circuit: str
+    """closed | open | half_open ("closed" when the policy has no circuit breaker)."""
+    circuit_open_until_ms: int | None
+    paused_until_ms: int | None
+    """A Retry-After pause of the whole dependency, while it lasts."""
+    retry_budget: float | None
+    """Retry tokens banked at the last update (None: no budget used yet)."""
+    dead_letters: int
+    active_scopes: int = 0
+    """Scopes with ready work in the fair queue."""
+    parked: int = 0
+    """Retries waiting for a retry-budget token."""

@@ -155,7 +155,7 @@ ACL_RULES = (
     "+sadd +smembers +zadd +zrem +zrange +zcard +zcount +zscore +zremrangebyscore "
     "+lpush +rpush +lpop +lindex +llen +blpop "
     "+xadd +xreadgroup +xgroup|create +xgroup|delconsumer +xack +xdel +xrange +xlen "
-    "+xpending"
+    "+xpending +xinfo|consumers"
 )
 #: Added on a Redis Cluster: what redis-py's cluster client needs to find the slots.
 ACL_RULES_CLUSTER = "+cluster|slots +cluster|shards +command +readonly"

@@ -1,4 +1,4 @@
-"""The one module that talks to Redis: script registration, script calls, plain reads.
+"""The Redis-facing module of the sync API: it sends what :mod:`janus.calls` builds.
 
 Everything else in Janus is either pure (policy, keys, calls, decisions, scripts) or a
 front-end that drives this module (client, worker, coordinator, CLI, demo). Calls are built
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import redis
@@ -49,8 +48,8 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from janus import calls, scripts
-from janus.calls import Call
-from janus.decisions import ScopeStatus
+from janus.calls import Call, Commands, Op, Request
+from janus.decisions import DependencyStatus, ScopeStatus
 from janus.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -62,8 +61,8 @@ from janus.errors import (
     RedisReadOnly,
     RedisUnavailable,
 )
-from janus.keys import Keys, encode_part, registry
-from janus.policy import SCOPE_FIELDS, CompiledPolicy
+from janus.keys import Keys, registry
+from janus.policy import CompiledPolicy
 from janus.urls import check_url, redact, redact_text
 
 AnyRedis = redis.Redis | RedisCluster
@@ -73,32 +72,6 @@ R = TypeVar("R")
 RETRIES = 3
 #: Extra attempts when the library vanished between loading it and calling it.
 LOAD_RETRIES = 3
-
-
-@dataclass(frozen=True)
-class DependencyStatus:
-    dependency: str
-    policy_version: int | None
-    scheduled: int
-    """Jobs waiting: in the delay queue or a scope's ready line (new, retries, held back)."""
-    in_flight: int
-    """Started attempts whose lease is live and whose outcome is not reported."""
-    stream_length: int
-    """Entries on the dependency's group streams: attempts running (or not yet reclaimed)."""
-    queued_cost: int
-    next_due_us: int | None
-    circuit: str
-    """closed | open | half_open ("closed" when the policy has no circuit breaker)."""
-    circuit_open_until_ms: int | None
-    paused_until_ms: int | None
-    """A Retry-After pause of the whole dependency, while it lasts."""
-    retry_budget: float | None
-    """Retry tokens banked at the last update (None: no budget used yet)."""
-    dead_letters: int
-    active_scopes: int = 0
-    """Scopes with ready work in the fair queue."""
-    parked: int = 0
-    """Retries waiting for a retry-budget token."""
 
 
 def _retry() -> Retry:
@@ -455,16 +428,44 @@ class Store:
             return reply
         raise redis.exceptions.ResponseError("Function not found (repeatedly)")
 
+    def commands(self, c: Commands[R]) -> R:
+        """Send plain commands of one slot as one pipeline and parse the replies."""
+        with guard(c.what):
+            if c.key is None and isinstance(self.client, RedisCluster):
+                replies = [
+                    self.client.execute_command(*args, target_nodes=RedisCluster.RANDOM)  # type: ignore[no-untyped-call]
+                    for args in c.commands
+                ]
+            elif len(c.commands) == 1 and not c.errors_ok:
+                replies = [self.client.execute_command(*c.commands[0])]  # type: ignore[no-untyped-call]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for args in c.commands:
+                    pipe.execute_command(*args)
+                replies = pipe.execute(raise_on_error=False)
+                if not c.errors_ok:
+                    for reply in replies:
+                        if isinstance(reply, Exception):
+                            raise reply
+        return c.parse(replies)
+
+    def send(self, request: Request) -> Any:
+        return self.run(request) if isinstance(request, Call) else self.commands(request)
+
+    def drive(self, op: Op[R]) -> R:
+        """Run an operation of :mod:`janus.calls`: send what it yields, give it the replies."""
+        try:
+            request = next(op)
+            while True:
+                request = op.send(self.send(request))
+        except StopIteration as done:
+            return cast(R, done.value)
+
     def apply_policy(self, compiled: CompiledPolicy) -> tuple[int, bool]:
         """Install one dependency's policy; returns (version, changed)."""
-        version, changed = self.run(calls.apply_policy(self.keys(compiled.dependency), compiled))
-        with guard(f"registering {compiled.dependency!r}"):
-            # The registry lives in another slot; it is only a directory for coordinators
-            # and `janus status`, so it is written after the policy itself.
-            self.client.sadd(registry(self.prefix), compiled.dependency)
-        return version, changed
+        return self.drive(calls.apply_policy_op(self.keys(compiled.dependency), compiled))
 
-    # -- plain commands ------------------------------------------------------------------
+    # -- blocking waits and reads ----------------------------------------------------------
 
     def _block_s(self, timeout_s: float) -> float:
         if self.socket_timeout:
@@ -472,242 +473,63 @@ class Store:
         return max(timeout_s, 0.01)
 
     def wait_wake(self, dependency: str, timeout_s: float) -> bool:
-        """Block (server side) until a script signals the coordinator, or the timeout."""
+        """Block (server side) until a function signals the coordinator, or the timeout."""
         key = self.keys(dependency).wake
         with guard(f"waiting for work on {dependency!r}"):
             return self.client.blpop([key], timeout=self._block_s(timeout_s)) is not None
 
     def wait_work(self, dependency: str, timeout_s: float) -> bool:
-        """Block (server side) until a script signals idle workers, or the timeout."""
+        """Block (server side) until a function signals idle workers, or the timeout."""
         key = self.keys(dependency).work
         with guard(f"waiting for work on {dependency!r}"):
             return self.client.blpop([key], timeout=self._block_s(timeout_s)) is not None
 
     def forget_consumer(self, dependency: str, group: str, consumer: str) -> bool:
-        """Delete ``consumer`` from its group when it holds no entries (a worker that stops
-        cleanly), so the group's consumer list does not grow with every worker process."""
-        key = self.keys(dependency).stream(group)
-        with guard(f"removing consumer {consumer!r} of {dependency!r}"):
-            try:
-                pending = cast(
-                    list[Any],
-                    self.client.xpending_range(key, group, "-", "+", 1, consumername=consumer),
-                )
-                if pending:
-                    return False
-                self.client.xgroup_delconsumer(key, group, consumer)
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    return False
-                raise
-        return True
+        return self.drive(calls.forget_consumer(self.keys(dependency), group, consumer))
 
     def job(self, dependency: str, job_id: str) -> dict[bytes, bytes]:
         """The raw job record (empty when unknown or expired)."""
+        key = self.keys(dependency).job(job_id)
         with guard(f"reading job {job_id!r} of {dependency!r}"):
-            return cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).job(job_id)))
+            return cast(dict[bytes, bytes], self.client.hgetall(key))
 
     def dead_letters(
         self, dependency: str, *, start: str = "-", count: int | None = None
     ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """Entries of the dead-letter stream from ``start`` (an id; "(" excludes it), oldest
-        first; all of them when ``count`` is None (read in pages)."""
-        key = self.keys(dependency).dead
-        out: list[tuple[str, dict[bytes, bytes]]] = []
-        page = 1000 if count is None else min(count, 1000)
-        with guard(f"reading dead letters of {dependency!r}"):
-            while count is None or len(out) < count:
-                rows = cast(
-                    list[tuple[bytes, dict[bytes, bytes]]],
-                    self.client.xrange(key, min=start, max="+", count=page),
-                )
-                out.extend((eid.decode(), fields) for eid, fields in rows)
-                if len(rows) < page:
-                    break
-                start = "(" + rows[-1][0].decode()
-        return out if count is None else out[:count]
+        op = calls.dead_letter_entries(self.keys(dependency), start=start, count=count)
+        return self.drive(op)
 
     def purge(self, dependency: str, entry_ids: Sequence[str]) -> int:
-        """Delete dead letters (and their replay marks); returns how many were deleted."""
-        if not entry_ids:
-            return 0
-        k = self.keys(dependency)
-        deleted = 0
-        with guard(f"purging dead letters of {dependency!r}"):
-            for i in range(0, len(entry_ids), 1000):
-                chunk = list(entry_ids[i : i + 1000])
-                deleted += int(self.client.xdel(k.dead, *chunk))
-                self.client.zrem(k.replayed, *chunk)
-        return deleted
+        return self.drive(calls.purge(self.keys(dependency), entry_ids))
 
     def dependencies(self) -> list[str]:
-        with guard("listing dependencies"):
-            members = cast(set[bytes], self.client.smembers(registry(self.prefix)))
-        return sorted(m.decode() for m in members)
+        return self.commands(calls.dependencies(self.prefix))
 
     def test_mode_dependencies(self) -> list[str]:
-        """Dependencies whose policy was applied in test mode (janus.testing): their scripts
-        accept a caller's clock. A deployment should have none."""
-        deps = self.dependencies()
-        if not deps:
-            return []
-        with guard("reading the policies"):
-            pipe = self.client.pipeline(transaction=False)
-            for dep in deps:
-                pipe.hget(self.keys(dep).policy, "test_clock")
-            flags = pipe.execute()
-        return [dep for dep, flag in zip(deps, flags, strict=True) if flag == b"1"]
+        """Dependencies whose policy was applied in test mode (janus.testing): their
+        functions accept a caller's clock. A deployment should have none."""
+        return self.drive(calls.test_mode_dependencies(self.prefix, self.keys))
 
     def time_us(self) -> int:
-        with guard("reading the Redis clock"):
-            if isinstance(self.client, RedisCluster):
-                sec, usec = self.client.time(target_nodes=RedisCluster.RANDOM)
-            else:
-                sec, usec = self.client.time()
-        return sec * 1_000_000 + usec
+        return self.commands(calls.time_us())
 
     def policy_fields(self, dependency: str) -> dict[str, str]:
-        with guard(f"reading the policy of {dependency!r}"):
-            raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys(dependency).policy))
-        return {key.decode(): value.decode() for key, value in raw.items()}
+        return self.commands(calls.policy_fields(self.keys(dependency)))
 
     def state_fields(self, dependency: str) -> dict[str, float]:
-        """The dependency's packed state as {field: number} (see janus.calls.STATE_PACKED),
-        with the circuit's fields when it has some, and wake_at / timer_until."""
-        k = self.keys(dependency)
-        with guard(f"reading the state of {dependency!r}"):
-            st, c, wake, timer = cast(
-                list[bytes | None], self.client.hmget(k.state, "st", "c", "wake_at", "timer_until")
-            )
-        out = calls.unpack_fields(st, calls.STATE_PACKED)
-        if c:
-            out.update(calls.unpack_fields(c, calls.CIRCUIT_PACKED))
-        out["wake_at"] = float(wake) if wake else 0.0
-        out["timer_until"] = float(timer) if timer else 0.0
-        return out
+        return self.commands(calls.state_fields(self.keys(dependency)))
 
     def groups(self, dependency: str) -> list[str]:
-        """The consumer groups that ever fetched work of ``dependency``."""
-        with guard(f"reading the groups of {dependency!r}"):
-            members = cast(set[bytes], self.client.smembers(self.keys(dependency).groups))
-        return sorted(m.decode() for m in members)
+        return self.commands(calls.groups(self.keys(dependency)))
 
     def stream_counts(self, dependency: str) -> dict[str, tuple[int, int]]:
-        """group -> (entries on its stream, entries pending in its consumer group)."""
-        k = self.keys(dependency)
-        groups = self.groups(dependency)
-        if not groups:
-            return {}
-        with guard(f"reading the streams of {dependency!r}"):
-            pipe = self.client.pipeline(transaction=False)
-            for g in groups:
-                pipe.xlen(k.stream(g))
-                pipe.xpending(k.stream(g), g)
-            replies = pipe.execute(raise_on_error=False)
-        out: dict[str, tuple[int, int]] = {}
-        for i, g in enumerate(groups):
-            length, pending = replies[2 * i], replies[2 * i + 1]
-            n = int(length) if isinstance(length, int) else 0
-            p = int(pending["pending"]) if isinstance(pending, dict) else 0
-            out[g] = (n, p)
-        return out
+        return self.drive(calls.stream_counts(self.keys(dependency)))
 
     def status(self, dependency: str, now_ms: int) -> DependencyStatus:
-        k = self.keys(dependency)
-        streams = self.stream_counts(dependency)
-        with guard(f"reading the status of {dependency!r}"):
-            # Plain reads of one slot: one round trip, also on a cluster.
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hget(k.policy, "version")
-            pipe.zcard(k.active)
-            pipe.zcount(k.inflight, f"({now_ms}", "+inf")
-            pipe.zcard(k.parked)
-            pipe.hmget(k.state, "st", "c")
-            pipe.zrange(k.delayed, 0, 0, withscores=True)
-            pipe.xlen(k.dead)
-            version, active_scopes, in_flight, parked, st, head, dead = pipe.execute()
-
-        def num(raw: bytes | None) -> int | None:
-            return None if raw is None else int(raw)
-
-        state = calls.unpack_fields(st[0], calls.STATE_PACKED)
-        c = calls.unpack_fields(st[1], calls.CIRCUIT_PACKED)
-        circuit_until = int(c["c_until"])
-        paused = int(state["paused_until"])
-        budget = int(state["b_milli"]) if st[0] and state["b_milli"] >= 0 else None
-        circuit = calls.CIRCUIT_STATES.get(int(c["c_state"]), "closed") if st[1] else "closed"
-        return DependencyStatus(
-            dependency=dependency,
-            policy_version=num(version),
-            scheduled=int(state["queued_count"]),
-            in_flight=int(in_flight),
-            stream_length=sum(n for n, _ in streams.values()),
-            queued_cost=int(state["queued_cost"]),
-            next_due_us=int(head[0][1]) if head else None,
-            circuit=circuit,
-            circuit_open_until_ms=circuit_until // 1000
-            if circuit == "open" and circuit_until
-            else None,
-            paused_until_ms=paused // 1000 if paused and paused // 1000 > now_ms else None,
-            retry_budget=None if budget is None else budget / 1000,
-            dead_letters=int(dead),
-            active_scopes=int(active_scopes),
-            parked=int(parked),
-        )
+        return self.drive(calls.status(self.keys(dependency), now_ms * 1000))
 
     def scope_status(self, dependency: str, scope: str, now_ms: int) -> ScopeStatus:
-        """A scope's limits, place in the fair queue, waiting work and quota (read only)."""
-        k = self.keys(dependency)
-        enc = encode_part(scope)
-        quota_key = k.quota(scope)
-        with guard(f"reading scope {scope!r} of {dependency!r}"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hget(k.scopes, enc)
-            pipe.hmget(k.policy, *SCOPE_FIELDS)
-            pipe.hget(k.scope(scope), "v")
-            pipe.zscore(k.active, enc)
-            pipe.zscore(k.throttled, enc)
-            pipe.hget(k.state, "st")
-            pipe.llen(k.ready(scope))
-            pipe.hmget(quota_key, "win", "used", "reserved")
-            pipe.zrange(quota_key + ":log", 0, -1, withscores=True)
-            override, defaults, packed, active, throttled, st, ready, q, log = pipe.execute()
-        counts = calls.unpack_fields(packed, calls.SCOPE_PACKED)
-        active_w = calls.unpack_fields(st, calls.STATE_PACKED)["active_w"]
-        if defaults[0] is None:
-            raise InvalidInput(f"dependency {dependency!r} has no applied policy")
-        nums = [int(v) for v in (override.split() if override else defaults)]
-        _, _, weight, max_queued, max_queued_cost, q_limit, q_period, q_rolling, _ = nums
-        place = "active" if active is not None else "throttled" if throttled else "idle"
-        total_w = int(active_w)
-        used: int | None = None
-        resets: int | None = None
-        if q_limit:
-            if q_rolling:
-                live = [(int(m.split(b":", 1)[0]), int(t)) for m, t in log if t > now_ms - q_period]
-                used = sum(amount for amount, _ in live)
-                resets = min((t for _, t in live), default=now_ms) + q_period
-            else:
-                window = now_ms // q_period
-                same = q[0] is not None and int(q[0]) == window
-                used = int(q[1] or 0) + int(q[2] or 0) if same else 0
-                resets = (window + 1) * q_period
-        return ScopeStatus(
-            dependency=dependency,
-            scope=scope,
-            weight=weight / 1000,
-            place=place,
-            share=weight / total_w if place == "active" and total_w else 0.0,
-            waiting_jobs=int(counts["qn"]),
-            waiting_cost=int(counts["qc"]),
-            ready_jobs=int(ready),
-            max_queued=max_queued or None,
-            max_queued_cost=max_queued_cost or None,
-            quota_limit=q_limit or None,
-            quota_used=used,
-            quota_period_ms=q_period or None,
-            quota_resets_at_ms=resets,
-        )
+        return self.drive(calls.scope_status(self.keys(dependency), scope, now_ms * 1000))
 
     def server_configs(self) -> dict[str, dict[str, str]]:
         """CONFIG GET of the settings `janus doctor` checks, per primary ("host:port" -> dict).

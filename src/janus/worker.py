@@ -51,9 +51,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
+from typing import Protocol
 
 from janus import calls
-from janus.calls import Outcome
+from janus.calls import Op, Outcome
 from janus.decisions import FailOutcome, FetchResult, LeasedJob, ReportResult
 from janus.errors import (
     AccessDenied,
@@ -64,7 +65,7 @@ from janus.errors import (
     LeaseLost,
     RedisUnavailable,
 )
-from janus.keys import check_dependency
+from janus.keys import Keys, check_dependency
 from janus.store import Store
 
 log = logging.getLogger("janus.worker")
@@ -140,13 +141,18 @@ class WorkerStats:
     lease_lost: int = 0
 
 
-class Worker:
-    """One consumer of a dependency, in a consumer group (a pool of workers of one
-    deployment; many consumers per group). Thread-safe."""
+class _KeyedStore(Protocol):
+    def keys(self, dependency: str) -> Keys: ...
+
+
+class WorkerCore:
+    """What :class:`Worker` and :class:`janus.aio.AsyncWorker` share: input checks, the
+    operations of fetch, heartbeat and report (built by :mod:`janus.calls`), outcomes,
+    counters. Pure: the two workers only send these through their store."""
 
     def __init__(
         self,
-        store: Store,
+        store: _KeyedStore,
         dependency: str,
         *,
         group: str,
@@ -165,15 +171,12 @@ class Worker:
                     f"{kind} must be a non-empty string of at most 200 characters of valid "
                     f"Unicode text without NUL, got {value!r:.80}"
                 )
-        self.store = store
         self.dependency = dependency
         self.group = group
         self.consumer = consumer or default_consumer()
         self._clock: Clock | None = None  # janus.testing only (see janus.client)
         self.stats = WorkerStats()
         self._keys = store.keys(dependency)
-        self._stop = threading.Event()
-        self._fetch_lock = threading.Lock()
         self._pending_fetch: str | None = None
         self._warned_unknown = False
 
@@ -189,46 +192,30 @@ class Worker:
                 f"not to this worker's {self.dependency!r}"
             )
 
-    # -- taking work ---------------------------------------------------------------------
-
-    def fetch(self, count: int = 10, block_ms: int | None = 1000) -> list[LeasedJob]:
-        """Take up to ``count`` jobs: they are released to this worker now and their leases
-        start. With ``block_ms``, wait up to that long for work (None or 0: don't wait).
-        Take only what you will start at once: a taken job's lease is running."""
+    @staticmethod
+    def _check_count(count: object) -> int:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidInput(f"count must be an integer >= 1, got {count!r}")
-        result = self.fetch_result(count)
-        if result.jobs or not block_ms:
-            return result.jobs
-        deadline = time.monotonic() + block_ms / 1000
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return []
-            self.wait_for_work(result, left)
-            result = self.fetch_result(count)
-            if result.jobs:
-                return result.jobs
+        return count
 
-    def fetch_result(self, count: int) -> FetchResult:
-        """One fetch call, with what it says about the dependency (see :class:`FetchResult`).
-        A fetch whose answer was lost (RedisUnavailable) is re-sent with the same fetch id by
-        the next call, which then returns the jobs that fetch took."""
-        with self._fetch_lock:
-            fetch_id = self._pending_fetch or uuid.uuid4().hex
-            self._pending_fetch = fetch_id
-            result = self.store.run(
-                calls.fetch(
-                    self._keys,
-                    group=self.group,
-                    consumer=self.consumer,
-                    count=count,
-                    fetch_id=fetch_id,
-                    max_steps=FETCH_MAX_STEPS,
-                    now_us=self._now(),
-                )
-            )
-            self._pending_fetch = None
+    # -- operations ----------------------------------------------------------------------
+
+    def _fetch_op(self, count: int) -> Op[FetchResult]:
+        """One fetch; a fetch whose answer was lost (the call raised) is re-sent with the
+        same fetch id by the next one, which then returns the jobs that fetch took. The
+        caller holds its fetch lock around it."""
+        fetch_id = self._pending_fetch or uuid.uuid4().hex
+        self._pending_fetch = fetch_id
+        result: FetchResult = yield calls.fetch(
+            self._keys,
+            group=self.group,
+            consumer=self.consumer,
+            count=count,
+            fetch_id=fetch_id,
+            max_steps=FETCH_MAX_STEPS,
+            now_us=self._now(),
+        )
+        self._pending_fetch = None
         if result.group_created:
             log.info(
                 "consumer group %r of %r was missing (new group, or Redis restarted empty): "
@@ -244,41 +231,27 @@ class Worker:
         self.stats.fetched += len(result.jobs)
         return result
 
-    def wait_for_work(self, last: FetchResult, timeout_s: float) -> None:
-        """Wait (at most ``timeout_s``) until work may be there: an idle-worker signal (a
-        submit, a coordinator, another worker's fetch pushes one), or, when no coordinator
-        keeps time for this dependency, the next event the last fetch reported."""
+    def _wait_plan(self, last: FetchResult, timeout_s: float) -> tuple[float, bool]:
+        """How to wait for work after ``last`` found none: (seconds, local). An idle-worker
+        signal (a submit, a coordinator, another worker's fetch pushes one) ends a server-side
+        wait (``local`` False: BLPOP on the work list) at once; when no coordinator keeps time
+        for this dependency, the wait also ends at the next event the fetch reported, and one
+        due sooner than Redis's 100 ms blocking-timeout tick is a precise local sleep."""
         limit = min(timeout_s, MAX_BLOCK_S)
         if (not last.timer or not last.known) and last.next_us is not None:
             until = max((last.next_us / 1000 - last.now_ms) / 1000, 0.0) + 0.001
             if until < limit:
                 if until < 0.1:
-                    # Due sooner than Redis's 100 ms blocking-timeout tick: a precise local
-                    # sleep (a signal meanwhile is seen at the next fetch, in < 100 ms).
-                    self._stop.wait(until)
-                    return
+                    return until, True
                 limit = until
-        # BLPOP returns as soon as a signal is pushed; its timeout only bounds an idle wait.
-        self.store.wait_work(self.dependency, limit)
+        return limit, False
 
-    # -- leases --------------------------------------------------------------------------
-
-    def heartbeat(self, job: LeasedJob) -> LeasedJob:
-        """Extend the lease to now + lease; returns the job with its new deadline.
-        Raises LeaseLost if the lease already expired or the attempt is not current."""
-        (renewed,) = self.heartbeat_many([job])
-        if isinstance(renewed, LeaseLost):
-            raise renewed
-        return renewed
-
-    def heartbeat_many(self, jobs: Sequence[LeasedJob]) -> list[LeasedJob | LeaseLost]:
-        """Extend many leases in one call: each job with its new deadline, or the LeaseLost
-        that says why its lease cannot be extended."""
+    def _heartbeat_op(self, jobs: Sequence[LeasedJob]) -> Op[list[LeasedJob | LeaseLost]]:
         for job in jobs:
             self._check(job)
         if not jobs:
             return []
-        results = self.store.run(calls.heartbeat(self._keys, jobs, self._now()))
+        results = yield calls.heartbeat(self._keys, jobs, self._now())
         return [
             dataclasses.replace(job, lease_deadline_ms=r.lease_deadline_ms)
             if r.ok
@@ -286,41 +259,50 @@ class Worker:
             for job, r in zip(jobs, results, strict=True)
         ]
 
-    # -- reports -------------------------------------------------------------------------
+    def _report_op(self, outcomes: Sequence[Outcome]) -> Op[list[ReportResult]]:
+        for o in outcomes:
+            if not isinstance(o, Outcome):
+                raise InvalidInput(f"expected an Outcome, got {type(o).__name__}")
+            self._check(o.job)
+        out: list[ReportResult] = []
+        for i in range(0, len(outcomes), REPORT_BATCH):
+            chunk = outcomes[i : i + REPORT_BATCH]
+            results = yield calls.report(self._keys, chunk, self._now())
+            for o, r in zip(chunk, results, strict=True):
+                self._count(o, r)
+            out.extend(results)
+        return out
 
-    def complete(self, job: LeasedJob, actual_cost: int | None = None) -> None:
-        """Report success. ``actual_cost`` settles the scope's quota (default: the declared
-        cost). Raises LeaseLost (and changes nothing) unless this attempt's lease is live and
-        current: a job is completed at most once."""
-        result = self._report_one(self.completed(job, actual_cost))
+    def _complete_op(self, job: LeasedJob, actual_cost: int | None) -> Op[None]:
+        (result,) = yield from self._report_op([self.completed(job, actual_cost)])
         if not result.ok:
             raise _lost("complete", job, result.reason)
 
-    def fail(
+    def _fail_op(
         self,
         job: LeasedJob,
         error: str,
-        retry_after_ms: int | None = None,
-        detail: str = "",
-        actual_cost: int | None = None,
-    ) -> FailOutcome:
-        """Report a failure of kind ``error`` (e.g. ``"http_503"``, ``"timeout"``). Janus
-        decides: retry at some time, or dead-letter. The attempt is charged to the scope's
-        quota (``actual_cost``, default: as declared). Raises LeaseLost like :meth:`complete`."""
-        result = self._report_one(self.failed(job, error, retry_after_ms, detail, actual_cost))
+        retry_after_ms: int | None,
+        detail: str,
+        actual_cost: int | None,
+    ) -> Op[FailOutcome]:
+        outcome = self.failed(job, error, retry_after_ms, detail, actual_cost)
+        (result,) = yield from self._report_op([outcome])
         if not result.ok:
             raise _lost("fail", job, result.reason)
         if result.decision == "retry":
             return FailOutcome("retry", result.retry_at_ms)
         return FailOutcome("dead", None)
 
-    def return_unstarted(self, job: LeasedJob) -> None:
-        """Give back a job this worker took but never started (shutting down, or too little
-        lease left to start it): the attempt does not count, and the job goes back to the
-        head of its scope's line. Raises LeaseLost like :meth:`complete`."""
-        result = self._report_one(self.returned(job))
+    def _return_op(self, job: LeasedJob) -> Op[None]:
+        (result,) = yield from self._report_op([self.returned(job)])
         if not result.ok:
             raise _lost("return", job, result.reason)
+
+    def _forget_op(self) -> Op[bool]:
+        return (yield from calls.forget_consumer(self._keys, self.group, self.consumer))
+
+    # -- outcomes, for report() ------------------------------------------------------------
 
     def completed(self, job: LeasedJob, actual_cost: int | None = None) -> Outcome:
         """The outcome "completed" of ``job``, for :meth:`report`."""
@@ -374,29 +356,6 @@ class Worker:
         self._check(job)
         return Outcome(job, "returned", uuid.uuid4().hex)
 
-    def report(self, outcomes: Sequence[Outcome]) -> list[ReportResult]:
-        """Report many outcomes in one call (build them with :meth:`completed`,
-        :meth:`failed`, :meth:`returned`). Each is fenced and applied on its own: a refused
-        one (``ok=False`` and its reason) changed nothing and does not stop the others. An
-        outcome keeps its report id, so sending the same outcomes again is safe."""
-        for o in outcomes:
-            if not isinstance(o, Outcome):
-                raise InvalidInput(f"expected an Outcome, got {type(o).__name__}")
-            self._check(o.job)
-        out: list[ReportResult] = []
-        for i in range(0, len(outcomes), REPORT_BATCH):
-            chunk = outcomes[i : i + REPORT_BATCH]
-            results = self.store.run(calls.report(self._keys, chunk, self._now()))
-            for o, r in zip(chunk, results, strict=True):
-                self._count(o, r)
-            out.extend(results)
-        return out
-
-    def _report_one(self, outcome: Outcome) -> ReportResult:
-        results = self.store.run(calls.report(self._keys, [outcome], self._now()))
-        self._count(outcome, results[0])
-        return results[0]
-
     def _count(self, outcome: Outcome, result: ReportResult) -> None:
         if not result.ok:
             self.stats.lease_lost += 1
@@ -407,9 +366,112 @@ class Worker:
         else:
             self.stats.returned += 1
 
-    def forget(self) -> None:
+
+class Worker(WorkerCore):
+    """One consumer of a dependency, in a consumer group (a pool of workers of one
+    deployment; many consumers per group). Thread-safe. (For asyncio:
+    :class:`janus.aio.AsyncWorker`, the same API awaited, handlers run as tasks.)"""
+
+    def __init__(
+        self,
+        store: Store,
+        dependency: str,
+        *,
+        group: str,
+        consumer: str | None = None,
+    ) -> None:
+        super().__init__(store, dependency, group=group, consumer=consumer)
+        self.store = store
+        self._stop = threading.Event()
+        self._fetch_lock = threading.Lock()
+
+    # -- taking work ---------------------------------------------------------------------
+
+    def fetch(self, count: int = 10, block_ms: int | None = 1000) -> list[LeasedJob]:
+        """Take up to ``count`` jobs: they are released to this worker now and their leases
+        start. With ``block_ms``, wait up to that long for work (None or 0: don't wait).
+        Take only what you will start at once: a taken job's lease is running."""
+        self._check_count(count)
+        result = self.fetch_result(count)
+        if result.jobs or not block_ms:
+            return result.jobs
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            self.wait_for_work(result, left)
+            result = self.fetch_result(count)
+            if result.jobs:
+                return result.jobs
+
+    def fetch_result(self, count: int) -> FetchResult:
+        """One fetch call, with what it says about the dependency (see :class:`FetchResult`).
+        A fetch whose answer was lost (RedisUnavailable) is re-sent with the same fetch id by
+        the next call, which then returns the jobs that fetch took."""
+        with self._fetch_lock:
+            return self.store.drive(self._fetch_op(count))
+
+    def wait_for_work(self, last: FetchResult, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until work may be there (see ``_wait_plan``)."""
+        seconds, local = self._wait_plan(last, timeout_s)
+        if local:
+            self._stop.wait(seconds)
+        else:
+            self.store.wait_work(self.dependency, seconds)
+
+    # -- leases --------------------------------------------------------------------------
+
+    def heartbeat(self, job: LeasedJob) -> LeasedJob:
+        """Extend the lease to now + lease; returns the job with its new deadline.
+        Raises LeaseLost if the lease already expired or the attempt is not current."""
+        (renewed,) = self.heartbeat_many([job])
+        if isinstance(renewed, LeaseLost):
+            raise renewed
+        return renewed
+
+    def heartbeat_many(self, jobs: Sequence[LeasedJob]) -> list[LeasedJob | LeaseLost]:
+        """Extend many leases in one call: each job with its new deadline, or the LeaseLost
+        that says why its lease cannot be extended."""
+        return self.store.drive(self._heartbeat_op(jobs))
+
+    # -- reports -------------------------------------------------------------------------
+
+    def complete(self, job: LeasedJob, actual_cost: int | None = None) -> None:
+        """Report success. ``actual_cost`` settles the scope's quota (default: the declared
+        cost). Raises LeaseLost (and changes nothing) unless this attempt's lease is live and
+        current: a job is completed at most once."""
+        self.store.drive(self._complete_op(job, actual_cost))
+
+    def fail(
+        self,
+        job: LeasedJob,
+        error: str,
+        retry_after_ms: int | None = None,
+        detail: str = "",
+        actual_cost: int | None = None,
+    ) -> FailOutcome:
+        """Report a failure of kind ``error`` (e.g. ``"http_503"``, ``"timeout"``). Janus
+        decides: retry at some time, or dead-letter. The attempt is charged to the scope's
+        quota (``actual_cost``, default: as declared). Raises LeaseLost like :meth:`complete`."""
+        return self.store.drive(self._fail_op(job, error, retry_after_ms, detail, actual_cost))
+
+    def return_unstarted(self, job: LeasedJob) -> None:
+        """Give back a job this worker took but never started (shutting down, or too little
+        lease left to start it): the attempt does not count, and the job goes back to the
+        head of its scope's line. Raises LeaseLost like :meth:`complete`."""
+        self.store.drive(self._return_op(job))
+
+    def report(self, outcomes: Sequence[Outcome]) -> list[ReportResult]:
+        """Report many outcomes in one call (build them with :meth:`completed`,
+        :meth:`failed`, :meth:`returned`). Each is fenced and applied on its own: a refused
+        one (``ok=False`` and its reason) changed nothing and does not stop the others. An
+        outcome keeps its report id, so sending the same outcomes again is safe."""
+        return self.store.drive(self._report_op(outcomes))
+
+    def forget(self) -> bool:
         """Remove this consumer from its group if it holds nothing (graceful shutdown)."""
-        self.store.forget_consumer(self.dependency, self.group, self.consumer)
+        return self.store.drive(self._forget_op())
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ def _user_url(url: str, user: str, password: str) -> str:
 
 def _whole_flow(jn: Janus) -> None:
     """Everything a deployment does: apply, submit, fetch, heartbeat, report (retry and dead
-    letter), a coordinator step, status, dead letters, replay, purge."""
+    letter), a coordinator step, status, dead letters, replay, purge, a worker leaving."""
     jn.apply_policies(parse_policy_text(policy(BODY), "p.yaml"))
     assert jn.submit("pay", scope="t", job_id="a").status == "ready"
     jn.submit_many("pay", [Job(scope="t", job_id="b"), Job(scope="u", job_id="c")])
@@ -65,6 +65,8 @@ def _whole_flow(jn: Janus) -> None:
     assert set(jn.replay("pay", letters).values()) == {"replayed"}
     assert jn.purge("pay", letters) == len(letters)
     assert jn.job("pay", "a") is not None
+    assert jn.scope_status("pay", "t").scope == "t"
+    assert w.store.forget_consumer("pay", "g", "w1")  # a worker leaving its group cleanly
 
 
 @pytest.mark.parametrize("rules", ["least-privilege", "+@all -@dangerous"])
