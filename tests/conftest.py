@@ -71,6 +71,31 @@ def standalone_url(standalone_server: RedisServer) -> str:
     return standalone_server.url
 
 
+@pytest.fixture(scope="session")
+def _aio_loop() -> Iterator[object]:
+    from tests.async_bridge import Loop
+
+    loop = Loop()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a contract test through janus.Janus, then through janus.aio.AsyncJanus (what
+    tests.helpers.make_janus builds while this fixture is active)."""
+    from tests import helpers
+
+    loop = request.getfixturevalue("_aio_loop") if request.param == "async" else None
+    helpers.API.update(mode=request.param, loop=loop)
+    try:
+        yield request.param
+    finally:
+        helpers.API.update(mode="sync", loop=None)
+        if loop is not None:
+            loop.close_opened()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def prefix() -> str:
     """A key prefix unique to this test (a valid Janus name: no braces, <= 64 chars)."""

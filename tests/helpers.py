@@ -35,9 +35,21 @@ def policy(text: str) -> str:
     return "dependencies:\n" + "\n".join("  " + line for line in text.strip("\n").splitlines())
 
 
+#: Which front-end make_janus builds: "sync" (janus.Janus) or "async" (janus.aio.AsyncJanus
+#: behind tests.async_bridge); set per test by the ``api`` fixture (tests/conftest.py).
+API: dict[str, object] = {"mode": "sync", "loop": None}
+
+
 def make_janus(url: str, prefix: str, yaml_body: str, clock: FakeClock | None = None) -> Janus:
-    """A client with the given dependencies applied (``yaml_body`` is under ``dependencies:``)."""
+    """A client with the given dependencies applied (``yaml_body`` is under ``dependencies:``).
+    Under the ``api`` fixture's "async" run it is an AsyncJanus driven through a bridge."""
     jn = connect(url, prefix=prefix, clock=clock)
+    if API["mode"] == "async":
+        from tests.async_bridge import Loop, bridged_janus
+
+        loop = API["loop"]
+        assert isinstance(loop, Loop)
+        jn = bridged_janus(loop, jn, url, prefix)  # type: ignore[assignment]
     jn.apply_policies(parse_policy_text(policy(yaml_body), "test-policy.yaml"))
     return jn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -15,6 +16,7 @@ from typing import BinaryIO
 import click
 
 from janus import __version__, doctor
+from janus.aio import AsyncJanus
 from janus.client import Janus
 from janus.coordinator import Coordinator
 from janus.decisions import DeadLetter
@@ -22,7 +24,7 @@ from janus.errors import JanusError, PolicyError
 from janus.keys import check_dependency
 from janus.policy import PolicySet, describe, load_policies, parse_duration_ms
 from janus.urls import redact
-from janus.worker import load_handler
+from janus.worker import Handler, WorkerStats, is_async_handler, load_handler
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -172,20 +174,51 @@ def worker(
 
     The handler gets a LeasedJob (id, scope, payload, attempt, ...). Returning completes the
     job; raising janus.worker.Retry("kind", retry_after_ms=...) or any exception fails it.
+    An ``async def`` handler runs as asyncio tasks on an event loop (janus.aio.AsyncWorker);
+    a plain function runs in a pool of threads.
     """
     logging.getLogger("janus").setLevel(logging.INFO)
     handler = load_handler(handler_path)
-    with _client(url, prefix) as jn:
+    if is_async_handler(handler):
+        stats = asyncio.run(
+            _async_worker(url, prefix, dependency, handler, group, consumer, concurrency)
+        )
+    else:
+        with _client(url, prefix) as jn:
+            w = jn.worker(dependency, group=group, consumer=consumer)
+            _started(w.consumer, dependency, group, concurrency, "threads")
+            stats = w.run(handler, concurrency=concurrency)
+    click.echo(
+        f"stopped: {stats.completed} completed, {stats.failed} failed, "
+        f"{stats.returned} returned unstarted, {stats.lease_lost} lost leases",
+        err=True,
+    )
+
+
+def _started(consumer: str, dependency: str, group: str, concurrency: int, how: str) -> None:
+    click.echo(
+        f"janus worker {consumer}: {dependency} group={group} x{concurrency} ({how})", err=True
+    )
+
+
+async def _async_worker(
+    url: str,
+    prefix: str,
+    dependency: str,
+    handler: Handler,
+    group: str,
+    consumer: str | None,
+    concurrency: int,
+) -> WorkerStats:
+    try:
+        jn = await AsyncJanus.from_url(url, prefix=prefix)
+    except JanusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    async with jn:
         w = jn.worker(dependency, group=group, consumer=consumer)
-        click.echo(
-            f"janus worker {w.consumer}: {dependency} group={group} x{concurrency}", err=True
-        )
-        stats = w.run(handler, concurrency=concurrency)
-        click.echo(
-            f"stopped: {stats.completed} completed, {stats.failed} failed, "
-            f"{stats.returned} returned unstarted, {stats.lease_lost} lost leases",
-            err=True,
-        )
+        _started(w.consumer, dependency, group, concurrency, "asyncio")
+        return await w.run(handler, concurrency=concurrency)
 
 
 @main.command()

@@ -256,3 +256,24 @@ def library() -> tuple[str, str]:
         "flags={'no-writes'}}"
     )
     return f"{code}\n{info}\n", digest
+
+
+def library_action(loaded: tuple[int, int, str] | None, digest: str) -> str:
+    """What a client does about the library a node has loaded ((protocol, revision, digest)
+    or None): ``load`` it, ``replace`` a lower revision (or the same revision with other
+    code), or keep it (``present``; ``newer``: a higher revision, never downgraded)."""
+    if loaded is None:
+        return "load"
+    _, revision, loaded_digest = loaded
+    if revision < REVISION or (revision == REVISION and loaded_digest != digest):
+        return "replace"
+    return "present" if revision == REVISION else "newer"
+
+
+def parse_info(reply: object) -> tuple[int, int, str]:
+    """``janus_p<N>_info``'s reply as (protocol, revision, digest)."""
+    if not isinstance(reply, list | tuple) or len(reply) != 3:
+        raise ValueError(f"unexpected library info {reply!r:.80}")
+    protocol, revision, digest = reply
+    text = digest.decode() if isinstance(digest, bytes) else str(digest)
+    return int(protocol), int(revision), text

@@ -214,7 +214,74 @@ def _hello_field(reply: object, name: str) -> str:
     return ""
 
 
-class Store:
+def check_durability(wait_replicas: object, wait_timeout_ms: object) -> None:
+    """The opt-in durability settings (shared by the sync and the asyncio store)."""
+    if (
+        isinstance(wait_replicas, bool)
+        or not isinstance(wait_replicas, int)
+        or not (0 <= wait_replicas <= 100)
+    ):
+        raise InvalidInput(f"wait_replicas must be an integer 0..100, got {wait_replicas!r}")
+    if (
+        isinstance(wait_timeout_ms, bool)
+        or not isinstance(wait_timeout_ms, int)
+        or not 1 <= wait_timeout_ms <= 600_000
+    ):
+        raise InvalidInput(f"wait_timeout_ms must be an integer 1..600000, got {wait_timeout_ms!r}")
+
+
+class Prefixed:
+    """A deployment's key prefix and the :class:`~janus.keys.Keys` of its dependencies."""
+
+    def __init__(self, prefix: str) -> None:
+        registry(prefix)  # validates the prefix
+        self.prefix = prefix
+        self._keys: dict[str, Keys] = {}
+
+    def keys(self, dependency: str) -> Keys:
+        k = self._keys.get(dependency)
+        if k is None:
+            k = Keys(self.prefix, dependency)
+            if len(self._keys) < 10_000:
+                self._keys[dependency] = k
+        return k
+
+
+def not_replicated(what: str, acked: int, wanted: int, timeout_ms: int) -> NotReplicated:
+    """The error of a call that too few replicas confirmed in time (see ``wait_replicas``)."""
+    return NotReplicated(
+        f"{what}: done on the primary, but only {acked} of {wanted} replica(s) confirmed it "
+        f"within {timeout_ms} ms, so a failover could lose it; retrying the same call is safe"
+    )
+
+
+def parse_reply(call: Call[R], reply: object) -> R:
+    """A call's reply parsed; a redis-py error as the Janus error it means (raised)."""
+    if not isinstance(reply, BaseException):
+        return call.parse(reply)
+    mapped = translate(reply, call.what) if isinstance(reply, _REDIS_ERRORS) else reply
+    if mapped is reply:
+        raise reply
+    raise mapped from (reply if isinstance(mapped, RedisUnavailable) else None)
+
+
+def raise_any(replies: list[Any], errors_ok: bool = False) -> list[Any]:
+    """``replies`` of a pipeline sent with ``raise_on_error=False``; raises the first error
+    (unless ``errors_ok``: the caller parses errors as replies)."""
+    for reply in () if errors_ok else replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return list(replies)
+
+
+def block_s(timeout_s: float, socket_timeout: float | None) -> float:
+    """A server-side blocking wait, kept below the client's socket timeout."""
+    if socket_timeout:
+        timeout_s = min(timeout_s, socket_timeout * 0.75)
+    return max(timeout_s, 0.01)
+
+
+class Store(Prefixed):
     """Janus's state in one Redis (or one Redis Cluster) under one key prefix."""
 
     def __init__(
@@ -225,22 +292,9 @@ class Store:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
     ) -> None:
-        if (
-            isinstance(wait_replicas, bool)
-            or not isinstance(wait_replicas, int)
-            or not (0 <= wait_replicas <= 100)
-        ):
-            raise InvalidInput(f"wait_replicas must be an integer 0..100, got {wait_replicas!r}")
-        if (
-            isinstance(wait_timeout_ms, bool)
-            or not isinstance(wait_timeout_ms, int)
-            or not 1 <= wait_timeout_ms <= 600_000
-        ):
-            raise InvalidInput(
-                f"wait_timeout_ms must be an integer 1..600000, got {wait_timeout_ms!r}"
-            )
+        check_durability(wait_replicas, wait_timeout_ms)
+        super().__init__(prefix)
         self.client = client
-        self.prefix = prefix
         #: Durability (opt-in): each state-changing call returns only once this many replicas
         #: have it (WAIT), so an async-replica failover cannot lose what was acknowledged.
         self.wait_replicas = wait_replicas
@@ -251,8 +305,6 @@ class Store:
             kwargs = client.connection_pool.connection_kwargs
         #: Blocking waits stay below the client's socket timeout, or they would time out.
         self.socket_timeout: float | None = kwargs.get("socket_timeout")
-        registry(prefix)  # validates the prefix
-        self._keys: dict[str, Keys] = {}
         self._functions = {name: scripts.function_name(name) for name in scripts.SPECS}
         self._library, self._digest = scripts.library()
         self._loaded: set[str] = set()  # nodes on which the library was checked
@@ -279,14 +331,6 @@ class Store:
     def is_cluster(self) -> bool:
         return isinstance(self.client, RedisCluster)
 
-    def keys(self, dependency: str) -> Keys:
-        k = self._keys.get(dependency)
-        if k is None:
-            k = Keys(self.prefix, dependency)
-            if len(self._keys) < 10_000:
-                self._keys[dependency] = k
-        return k
-
     def close(self) -> None:
         self.client.close()
 
@@ -297,11 +341,8 @@ class Store:
         try:
             reply = self._eval_durable(call) if self.wait_replicas else self._eval(call)
         except _REDIS_ERRORS as exc:
-            mapped = translate(exc, call.what)
-            if mapped is exc:
-                raise
-            raise mapped from (exc if isinstance(mapped, RedisUnavailable) else None)
-        return call.parse(reply)
+            reply = exc
+        return parse_reply(call, reply)
 
     def _node(self, key: str) -> redis.Redis:
         """The plain client of the primary that serves ``key``."""
@@ -340,24 +381,15 @@ class Store:
         """Make sure ``node`` runs this build's library: load it if missing, replace a lower
         revision (or the same revision with other code), keep a higher one. Returns what was
         done: ``present`` | ``loaded`` | ``replaced`` | ``newer``."""
-        info = self._library_info(node)
-        if info is None:
+        action = scripts.library_action(self._library_info(node), self._digest)
+        done = {"replace": "replaced", "load": "loaded"}.get(action, action)
+        if action in ("load", "replace"):
             try:
-                node.function_load(self._library)
-                done = "loaded"
+                node.function_load(self._library, replace=action == "replace")
             except redis.exceptions.ResponseError as exc:
                 if "already exists" not in str(exc):
                     raise
                 done = "present"  # another client loaded it meanwhile
-        else:
-            _, revision, digest = info
-            if revision < scripts.REVISION or (
-                revision == scripts.REVISION and digest != self._digest
-            ):
-                node.function_load(self._library, replace=True)
-                done = "replaced"
-            else:
-                done = "present" if revision == scripts.REVISION else "newer"
         self._loaded.add(_node_id(node))
         self._standalone_ready = not isinstance(self.client, RedisCluster)
         return done
@@ -370,9 +402,7 @@ class Store:
             if _library_missing(exc):
                 return None
             raise
-        protocol, revision, digest = reply
-        text = digest.decode() if isinstance(digest, bytes) else str(digest)
-        return int(protocol), int(revision), text
+        return scripts.parse_info(reply)
 
     def library_versions(self) -> dict[str, tuple[int, int, str] | None]:
         """Each primary ("host:port") and the Janus library it has loaded (None: none)."""
@@ -419,11 +449,8 @@ class Store:
             if isinstance(acked, Exception):
                 raise acked
             if int(acked) < self.wait_replicas:
-                raise NotReplicated(
-                    f"{call.what}: done on the primary, but only {int(acked)} of "
-                    f"{self.wait_replicas} replica(s) confirmed it within "
-                    f"{self.wait_timeout_ms} ms, so a failover could lose it; retrying the same "
-                    "call is safe"
+                raise not_replicated(
+                    call.what, int(acked), self.wait_replicas, self.wait_timeout_ms
                 )
             return reply
         raise redis.exceptions.ResponseError("Function not found (repeatedly)")
@@ -444,9 +471,7 @@ class Store:
                     pipe.execute_command(*args)
                 replies = pipe.execute(raise_on_error=False)
                 if not c.errors_ok:
-                    for reply in replies:
-                        if isinstance(reply, Exception):
-                            raise reply
+                    raise_any(replies)
         return c.parse(replies)
 
     def send(self, request: Request) -> Any:
@@ -467,22 +492,23 @@ class Store:
 
     # -- blocking waits and reads ----------------------------------------------------------
 
-    def _block_s(self, timeout_s: float) -> float:
-        if self.socket_timeout:
-            timeout_s = min(timeout_s, self.socket_timeout * 0.75)
-        return max(timeout_s, 0.01)
-
     def wait_wake(self, dependency: str, timeout_s: float) -> bool:
         """Block (server side) until a function signals the coordinator, or the timeout."""
         key = self.keys(dependency).wake
         with guard(f"waiting for work on {dependency!r}"):
-            return self.client.blpop([key], timeout=self._block_s(timeout_s)) is not None
+            return (
+                self.client.blpop([key], timeout=block_s(timeout_s, self.socket_timeout))
+                is not None
+            )
 
     def wait_work(self, dependency: str, timeout_s: float) -> bool:
         """Block (server side) until a function signals idle workers, or the timeout."""
         key = self.keys(dependency).work
         with guard(f"waiting for work on {dependency!r}"):
-            return self.client.blpop([key], timeout=self._block_s(timeout_s)) is not None
+            return (
+                self.client.blpop([key], timeout=block_s(timeout_s, self.socket_timeout))
+                is not None
+            )
 
     def forget_consumer(self, dependency: str, group: str, consumer: str) -> bool:
         return self.drive(calls.forget_consumer(self.keys(dependency), group, consumer))

@@ -22,10 +22,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from janus.aio import AsyncJanus
 from janus.client import Janus
 from janus.embedded import RedisCluster, RedisServer, free_port
 
-__all__ = ["T0_US", "FakeClock", "RedisCluster", "RedisServer", "connect", "free_port"]
+__all__ = [
+    "T0_US",
+    "FakeClock",
+    "RedisCluster",
+    "RedisServer",
+    "connect",
+    "connect_async",
+    "free_port",
+]
 
 T0_US = 1_800_000_000_000_000
 """A fixed, realistic Redis time (2027) in microseconds: where a FakeClock starts."""
@@ -62,6 +71,22 @@ def connect(
     accept that time; without, it is an ordinary client."""
     kwargs = {} if max_payload_bytes is None else {"max_payload_bytes": max_payload_bytes}
     jn = Janus.from_url(url, prefix=prefix, socket_timeout=socket_timeout, **kwargs)
+    jn._clock = clock
+    return jn
+
+
+async def connect_async(
+    url: str,
+    *,
+    prefix: str = "janus",
+    clock: FakeClock | None = None,
+    socket_timeout: float = 5.0,
+    max_payload_bytes: int | None = None,
+) -> AsyncJanus:
+    """:func:`connect` for asyncio: an :class:`janus.aio.AsyncJanus` (with ``clock``: in test
+    mode, every call it and its workers make carries the clock's time)."""
+    kwargs = {} if max_payload_bytes is None else {"max_payload_bytes": max_payload_bytes}
+    jn = await AsyncJanus.from_url(url, prefix=prefix, socket_timeout=socket_timeout, **kwargs)
     jn._clock = clock
     return jn
 

@@ -15,6 +15,9 @@ from janus.measure import check_rate
 
 from tests.helpers import FakeClock, make_janus, started, take, unchanged
 
+#: Each contract test runs through the sync API and the asyncio API (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("api")
+
 BASIC = """
 pay:
   rate: 10

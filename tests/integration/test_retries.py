@@ -23,6 +23,9 @@ from janus.worker import Worker
 
 from tests.helpers import FakeClock, make_janus, policy, started, unchanged
 
+#: Each contract test runs through the sync API and the asyncio API (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("api")
+
 
 def _setup(url: str, prefix: str, body: str) -> tuple[Janus, FakeClock, Worker, Coordinator]:
     clock = FakeClock()

@@ -5,6 +5,8 @@ stream, its pending entries) and starts its lease."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 
 import pytest
@@ -17,6 +19,9 @@ from janus.keys import Keys
 from janus.worker import Retry, load_handler
 
 from tests.helpers import FakeClock, flush_library, make_janus, unchanged, wait_until
+
+#: Each contract test runs through the sync API and the asyncio API (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("api")
 
 BODY = """
 pay:
@@ -242,17 +247,26 @@ def test_a_fetch_lost_in_transit_is_recovered_by_the_next_fetch(
     jn, _ = _setup(redis_url, prefix)
     jn.submit_many("pay", [Job(scope="t1", job_id=f"j{i}") for i in range(4)])
     w = jn.worker("pay", group="billing", consumer="w1")
-    real_run = jn.store.run
+    store = w.store  # the worker's own store: janus.Store, or janus.aio.AsyncStore
+    real_run = store.run
     calls_seen: list[str] = []
 
-    def lossy(call):  # type: ignore[no-untyped-def]
-        result = real_run(call)
+    def lose_first_fetch(call):  # type: ignore[no-untyped-def]
         calls_seen.append(call.script)
         if call.script == "fetch" and len(calls_seen) == 1:
             raise RedisUnavailable("fetching: reply lost")
+
+    def lossy(call):  # type: ignore[no-untyped-def]
+        result = real_run(call)
+        lose_first_fetch(call)
         return result
 
-    jn.store.run = lossy  # type: ignore[method-assign]
+    async def lossy_async(call):  # type: ignore[no-untyped-def]
+        result = await real_run(call)
+        lose_first_fetch(call)
+        return result
+
+    store.run = lossy_async if inspect.iscoroutinefunction(real_run) else lossy
     with pytest.raises(RedisUnavailable):
         w.fetch(count=2, block_ms=None)
     assert jn.status("pay").in_flight == 2
@@ -428,55 +442,83 @@ def test_run_loop_reports_successes_and_failures_and_keeps_going(
     assert consumers == []
 
 
-def test_run_refuses_an_async_handler_before_taking_work(redis_url: str, prefix: str) -> None:
-    """An ``async def`` handler would never be awaited by the thread pool: run() refuses it
-    with a clear error and takes no job."""
+def _async_handlers() -> list[object]:
     import functools
 
-    jn, _ = _setup(redis_url, prefix)
-    jn.submit("pay", scope="t1", job_id="kept")
-
     async def handler(job: LeasedJob) -> None:
-        pass
+        await asyncio.sleep(0)
 
     class Callable:
         async def __call__(self, job: LeasedJob) -> None:
-            pass
+            await asyncio.sleep(0)
 
-    w = jn.worker("pay", group="billing", consumer="w1")
-    for h in (handler, functools.partial(handler), Callable()):
-        with pytest.raises(InvalidInput, match="async def function"):
-            w.run(h, install_signals=False)
-    info = jn.job("pay", "kept")
-    assert info is not None and (info.status, info.attempt) == ("scheduled", 0)
+    return [handler, functools.partial(handler), Callable()]
 
 
-def test_a_handler_returning_an_awaitable_fails_the_job_instead_of_completing_it(
-    redis_url: str, prefix: str
+def _run_in_thread(w: object, handler: object) -> threading.Thread:
+    thread = threading.Thread(
+        target=w.run,  # type: ignore[attr-defined]
+        args=(handler,),
+        kwargs={"install_signals": False},
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def test_async_handlers_are_refused_by_threads_and_awaited_by_asyncio(
+    redis_url: str, prefix: str, api: str
 ) -> None:
-    """A sync-looking handler that returns a coroutine did not do its work: the attempt is
-    failed with a clear error (never marked completed), and no RuntimeWarning leaks."""
+    """An ``async def`` handler (a function, a partial of one, a class with an async
+    ``__call__``) would never be awaited by the sync worker's threads: Worker.run refuses it
+    with a clear error and takes no job. The asyncio worker awaits it: the job completes."""
+    jn = make_janus(redis_url, prefix, BODY)  # real time
+    for i, h in enumerate(_async_handlers()):
+        jn.submit("pay", scope="t1", job_id=f"kept{i}")
+        w = jn.worker("pay", group="billing", consumer=f"w{i}")
+        if api == "sync":
+            with pytest.raises(InvalidInput, match="async def function"):
+                w.run(h, install_signals=False)
+            info = jn.job("pay", f"kept{i}")
+            assert info is not None and (info.status, info.attempt) == ("scheduled", 0)
+            continue
+        thread = _run_in_thread(w, h)
+        wait_until(lambda w=w: w.stats.completed == 1, 10, "the async handler's completion")
+        w.stop()
+        thread.join(10)
+        info = jn.job("pay", f"kept{i}")
+        assert info is not None and info.status == "completed"
+
+
+def test_a_handler_returning_an_awaitable_is_failed_by_threads_and_awaited_by_asyncio(
+    redis_url: str, prefix: str, api: str
+) -> None:
+    """A sync-looking handler that returns a coroutine: the sync worker cannot await it, so
+    the attempt is failed with a clear error (never marked completed) and no RuntimeWarning
+    leaks; the asyncio worker awaits what it returns, and the job completes."""
     import warnings
 
     jn = make_janus(redis_url, prefix, BODY)  # real time
+    ran: list[str] = []
 
-    async def work() -> None:
-        pass
+    async def work(job: LeasedJob) -> None:
+        ran.append(job.id)
 
     w = jn.worker("pay", group="billing", consumer="w1")
     jn.submit("pay", scope="t1", job_id="sneaky")
-    thread = threading.Thread(
-        target=w.run, args=(lambda job: work(),), kwargs={"install_signals": False}
-    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        thread.start()
-        wait_until(lambda: w.stats.failed == 1, 10)
+        thread = _run_in_thread(w, lambda job: work(job))
+        wait_until(lambda: w.stats.failed + w.stats.completed == 1, 10)
         w.stop()
         thread.join(10)
     info = jn.job("pay", "sneaky")
-    assert info is not None and info.status == "failed" and info.last_error == "TypeError"
-    assert "returned an awaitable" in str(info.history[-1]["detail"])
+    assert info is not None
+    if api == "sync":
+        assert info.status == "failed" and info.last_error == "TypeError" and ran == []
+        assert "returned an awaitable" in str(info.history[-1]["detail"])
+    else:
+        assert info.status == "completed" and ran == ["sneaky"]
 
 
 def test_worker_rejects_bad_group_names(redis_url: str, prefix: str) -> None:

@@ -14,12 +14,14 @@ LUA = scripts.lua_dir()
 
 #: Pure core: no Redis client, no clock, no threads.
 PURE = {"keys", "policy", "decisions", "calls", "scripts", "errors", "doctor", "measure"}
-#: The only module allowed to import redis-py (embedded only starts binaries).
-REDIS_FACING = {"store"}
+#: The only modules allowed to import redis-py: the sync store and the asyncio store
+#: (embedded only starts binaries; testing builds clients through the stores' front-ends).
+REDIS_FACING = {"store", "aio/store"}
 FORBIDDEN_IN_PURE = {"redis", "time", "threading", "datetime", "socket", "subprocess"}
 
 
 def _imports(module: str) -> set[str]:
+    """The modules ``module`` ("store", "aio/store") imports."""
     tree = ast.parse((SRC / f"{module}.py").read_text())
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -100,17 +102,65 @@ def test_pure_core_imports_no_io(module: str) -> None:
     assert not roots & FORBIDDEN_IN_PURE
 
 
-def test_only_the_store_imports_redis() -> None:
-    """One Redis-facing module: front-ends go through janus.store."""
-    for path in SRC.glob("*.py"):
-        roots = {name.split(".")[0] for name in _imports(path.stem)}
+def test_only_the_stores_import_redis() -> None:
+    """One Redis-facing module per I/O model: front-ends go through janus.store or
+    janus.aio.store."""
+    seen = set()
+    for path in SRC.rglob("*.py"):
+        module = path.relative_to(SRC).with_suffix("").as_posix()
+        roots = {name.split(".")[0] for name in _imports(module)}
         if "redis" in roots:
-            assert path.stem in REDIS_FACING, path.name
+            assert module in REDIS_FACING, module
+            seen.add(module)
+    assert seen == REDIS_FACING
+
+
+def _code_lines(path: Path) -> int:
+    """Lines holding code: not blank, not a comment, not a docstring."""
+    import io
+    import tokenize
+
+    text = path.read_text()
+    docs: set[int] = set()
+    for node in ast.walk(ast.parse(text)):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            docs |= set(range(body[0].lineno, (body[0].end_lineno or body[0].lineno) + 1))
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+    lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type not in skip and tok.type != tokenize.ENDMARKER:
+            lines |= set(range(tok.start[0], tok.end[0] + 1)) - docs
+    return len(lines)
+
+
+def test_the_asyncio_store_only_sends() -> None:
+    """The asyncio store holds no decision logic: it is small (at most 160 lines of code),
+    builds no call (no janus.calls builder, no key string) and parses no reply itself (it
+    hands each reply to the call's own parser, as the sync store does)."""
+    path = SRC / "aio" / "store.py"
+    assert _code_lines(path) <= 160, _code_lines(path)
+    text = path.read_text()
+    assert ":{" not in text and "Keys(" not in text
+    builders = {"submit", "submit_many", "fetch", "report", "heartbeat", "step", "apply"}
+    tree = ast.parse(text)
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not used & {f"calls.{b}" for b in builders}
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not imported & builders
+    for module in ("aio/client", "aio/worker"):
+        assert "redis" not in {m.split(".")[0] for m in _imports(module)}, module
 
 
 def test_front_ends_build_no_key_strings() -> None:
     """Keys are built in janus.keys only: no front-end uses the Keys class or key formats."""
-    for module in ("client", "worker", "coordinator", "cli", "demo"):
+    for module in ("client", "worker", "coordinator", "cli", "demo", "aio/client", "aio/worker"):
         text = (SRC / f"{module}.py").read_text()
         assert "Keys(" not in text and ":{" not in text, module
 
