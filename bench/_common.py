@@ -15,12 +15,19 @@ Not a benchmark itself. Each ``bench/<name>.py`` is run as a script
 * :func:`pct` (nearest-rank percentile), :func:`log`, :func:`job_inputs`;
 * the result: :class:`Report` (a ``figure value target result`` table, each figure PASS, MISS
   or informational, then ``note:`` lines), :func:`print_grid` for plain tables,
-  :func:`finish` (print it all, exit status) and :func:`bench_main` (the command line).
+  :func:`finish` (print it all, exit status), :func:`write_json` and :func:`bench_main` (the
+  command line).
+
+Exit status of a benchmark: 0 when every target was met (or ``--no-fail`` was given), 1 when
+a target was missed (:data:`EXIT_MISS`; goals and bars are shown PASS/MISS in brackets but
+never fail a run), 2 when the run itself failed (:data:`EXIT_FAILED`: an exception, or a
+problem such as a job that was never started). Every figure is printed first either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -40,6 +47,11 @@ from janus.store import AnyRedis
 
 #: The 100-byte payload of every benchmark job.
 PAYLOAD = bytes(range(100))
+
+#: Exit status when a target was missed (see the module docstring).
+EXIT_MISS = 1
+#: Exit status when the run itself failed.
+EXIT_FAILED = 2
 
 # --------------------------------------------------------------------------- small helpers
 
@@ -72,10 +84,18 @@ class Row:
     value: str
     target: str = ""
     ok: bool | None = None  # None: informational
+    binding: bool = True  # False: a goal or a bar, shown but never failing the run
 
     @property
     def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
+        if self.ok is None:
+            return ""
+        word = "PASS" if self.ok else "MISS"
+        return word if self.binding else f"({word})"
+
+    @property
+    def missed(self) -> bool:
+        return self.binding and self.ok is False
 
 
 @dataclass
@@ -85,8 +105,37 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, figure: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        self.rows.append(Row(figure, value, target, ok))
+    def add(
+        self,
+        figure: str,
+        value: str,
+        target: str = "",
+        ok: bool | None = None,
+        *,
+        binding: bool = True,
+    ) -> None:
+        self.rows.append(Row(figure, value, target, ok, binding))
+
+    def misses(self) -> list[Row]:
+        """The targets missed (goals and bars excluded)."""
+        return [r for r in self.rows if r.missed]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The table and the notes, for ``--json``."""
+        return {
+            "rows": [
+                {
+                    "figure": r.figure,
+                    "value": r.value,
+                    "target": r.target,
+                    "result": r.verdict,
+                    "binding": r.binding,
+                }
+                for r in self.rows
+                if not r.figure.startswith("-- ")
+            ],
+            "notes": list(self.notes),
+        }
 
     def section(self, title: str) -> None:
         self.rows.append(Row(f"-- {title}", ""))
@@ -132,18 +181,38 @@ def print_environment(environment: list[str]) -> None:
     print()
 
 
-def finish(report: Report, problems: list[str]) -> int:
-    """Print the result table, then any failure of the run: exit status 2 if any, else 0.
+def finish(report: Report, problems: list[str], *, fail_on_miss: bool | None = None) -> int:
+    """Print the result table, then any failure of the run and every target missed; returns
+    the exit status (see the module docstring).
 
-    A MISS is not a failure: this is a benchmark, not a test.
+    ``fail_on_miss``: True, a missed target exits :data:`EXIT_MISS`; False (``--no-fail``),
+    misses are listed and exit 0; None (benchmarks without ``--no-fail``), misses are only
+    in the table and exit 0.
     """
     report.print()
-    if problems:
+    misses = [] if fail_on_miss is None else report.misses()
+    if problems or misses:
         print()
-        for problem in problems:
-            print(f"RUN FAILED: {problem}")
-        return 2
+    for problem in problems:
+        print(f"RUN FAILED: {problem}")
+    for row in misses:
+        print(f"TARGET MISSED: {row.figure}: {row.value} (target {row.target})")
+    if problems:
+        return EXIT_FAILED
+    if misses and fail_on_miss:
+        print("(exit status 1: a target was missed; --no-fail exits 0)")
+        return EXIT_MISS
+    if misses:
+        print("(--no-fail: exit status 0 although a target was missed)")
     return 0
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as indented JSON to ``path`` and say so."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    print(f"figures written to {path}")
 
 
 def bench_main(
@@ -153,18 +222,26 @@ def bench_main(
     *,
     quick_help: str,
     cluster: bool = False,
+    gate: bool = False,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """The command line of a benchmark: ``[--cluster] [--quick]`` (and whatever
-    ``add_arguments`` adds), then ``run(args)``.
+    """The command line of a benchmark: ``[--cluster] [--quick]``, with ``gate`` also
+    ``[--json PATH] [--no-fail]`` (and whatever ``add_arguments`` adds), then ``run(args)``.
 
     The description is the first paragraph of ``doc``; an exception from the run is printed
-    and exits 1.
+    and exits :data:`EXIT_FAILED`.
     """
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n", 1)[0])
     if cluster:
         parser.add_argument("--cluster", action="store_true", help="3-master Redis Cluster")
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    if gate:
+        parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+        parser.add_argument(
+            "--no-fail",
+            action="store_true",
+            help="exit 0 even when a target is missed (a failed run still exits 2)",
+        )
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
@@ -172,7 +249,7 @@ def bench_main(
         return run(args)
     except Exception:
         traceback.print_exc()
-        return 1
+        return EXIT_FAILED
 
 
 # --------------------------------------------------------------------------- Redis plumbing
@@ -209,6 +286,18 @@ class Admin:
                 name = key.removeprefix("cmdstat_")
                 calls, usec = total.get(name, (0, 0))
                 total[name] = (calls + int(value["calls"]), usec + int(value["usec"]))
+        return total
+
+    def errors(self) -> dict[str, int]:
+        """command -> failed_calls + rejected_calls (INFO commandstats), summed over every
+        server: a load generator that ignores replies is checked with this."""
+        total: dict[str, int] = {}
+        for conn in self.conns:
+            stats: dict[str, Any] = conn.info("commandstats")  # type: ignore[assignment]
+            for key, value in stats.items():
+                name = key.removeprefix("cmdstat_")
+                bad = int(value.get("failed_calls", 0)) + int(value.get("rejected_calls", 0))
+                total[name] = total.get(name, 0) + bad
         return total
 
     def cpu_s(self) -> float:

@@ -43,7 +43,7 @@ workers were handed (``LeasedJob.started_ms`` and the order of the fetches).
    releases exactly 200 jobs: fair-queue picks, stream entries, delivery and leases. Blocks
    of fetches of the three dependencies alternate (rotating order), so load on the machine
    hits all alike. Reported per released job: wall time (one round trip per 200 jobs
-   included) and time inside Redis (``INFO commandstats`` EVALSHA usec / jobs), plus each
+   included) and time inside Redis (``INFO commandstats`` FCALL usec / jobs), plus each
    command the script runs (calls and usec per job, from the same deltas), which says what
    dominates. Target: cost grows no faster than log(scopes): cost(100k) / cost(10) <=
    log(100000) / log(10) = 5 (``--quick``: log(10000) / log(10) = 4), taken as the median
@@ -446,9 +446,9 @@ def measure_scale(
         delta: Stats = {}
         add_delta(delta, after, before)
         jobs = fetches * SCALE_BURST
-        n_calls, usec = delta.get("evalsha", (0, 0))
+        n_calls, usec = delta.get("fcall", (0, 0))
         if n_calls != fetches:
-            problems.append(f"{keys.dependency}: {n_calls} EVALSHA seen for {fetches} fetches")
+            problems.append(f"{keys.dependency}: {n_calls} FCALL seen for {fetches} fetches")
         s.wall_ns.append(sum(walls) // jobs)
         s.redis_us.append(usec / jobs)
         add_delta(s.stats, delta, {})
@@ -713,20 +713,20 @@ def run(sizes: Sizes, quick: bool) -> int:
     )
     for s in builds:
         jobs = s.jobs or 1
-        evalsha = s.stats.get("evalsha", (0, 0))[1] / jobs
+        fcall = s.stats.get("fcall", (0, 0))[1] / jobs
         inner = sorted(
             (
                 (usec / jobs, n_calls / jobs, name)
                 for name, (n_calls, usec) in s.stats.items()
-                if name not in ("evalsha", "info") and n_calls > 0
+                if name not in ("fcall", "info") and n_calls > 0
             ),
             reverse=True,
         )
-        lua = evalsha - sum(u for u, _c, _n in inner)
+        lua = fcall - sum(u for u, _c, _n in inner)
         report.notes.append(
             f"{s.scopes:,} scopes, per released job (calls x, µs inside Redis): "
             + ", ".join(f"{n} {c:.2f}x {u:.2f}" for u, c, n in inner)
-            + f"; Lua + redis.call overhead (EVALSHA minus the above) {lua:.2f} µs of {evalsha:.2f}"
+            + f"; Lua + redis.call overhead (FCALL minus the above) {lua:.2f} µs of {fcall:.2f}"
         )
     for s in builds:
         report.notes.append(
