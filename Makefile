@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 # bench/ may not exist yet; ruff errors on missing paths.
-LINT_PATHS := src tests $(wildcard bench)
+LINT_PATHS := src tests examples $(wildcard bench)
 
 .PHONY: venv lint test demo bench clean
 

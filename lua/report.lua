@@ -119,6 +119,7 @@ for i = 1, count do
     leases[#leases + 1] = job_enc
     end_later(ended, job.stream, job.group, token)
     local decision, at = kind, 0
+    tally(ctx, kind)  -- completed | failed | returned
     if kind == 'completed' then
       local history = history_with(job_key, {attempt = attempt, outcome = 'completed',
         consumer = job.consumer, at_ms = now_ms}, job.history)

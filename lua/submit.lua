@@ -100,6 +100,13 @@ local wake_at = nil
 local now_ms = ctx.now_ms
 
 local function emit(status, reason, nb_ms, ra_ms, created, attempt, state)
+  if reason ~= '' then
+    tally(ctx, 'rejected:' .. reason)
+  elseif created == 1 then
+    tally(ctx, 'submit:' .. status)
+  else
+    tally(ctx, 'submit:existing')
+  end
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = status, reason, nb_ms, ra_ms
   out[n + 5], out[n + 6], out[n + 7] = created, attempt, state
@@ -212,6 +219,8 @@ end
 if dirty or ctx.circuit_dirty then
   save_state(ctx)
   scope_flush(ctx)
+else
+  flush_counts(ctx)  -- a call that decided nothing new still counts its decisions
 end
 if wake_at then
   signal_coordinator(ctx, wake_at)

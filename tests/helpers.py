@@ -18,6 +18,7 @@ from janus.testing import T0_US, FakeClock, connect
 __all__ = [
     "T0_US",
     "FakeClock",
+    "counters",
     "flush_library",
     "keys_under",
     "library_loaded",
@@ -84,15 +85,38 @@ def snapshot(client: redis.Redis | redis.RedisCluster, prefix: str) -> dict[byte
     return {key: v for key, v in values.items() if v is not None}  # None: expired meanwhile
 
 
+def _without_counters(values: dict[bytes, object]) -> dict[bytes, object]:
+    """``values`` without the fleet-wide counters (``m:*`` fields of state hashes)."""
+    out: dict[bytes, object] = {}
+    for key, value in values.items():
+        if key.endswith(b":state") and isinstance(value, list):
+            value = [(f, v) for f, v in value if not f.startswith(b"m:")]
+        out[key] = value
+    return out
+
+
+def counters(
+    client: redis.Redis | redis.RedisCluster, prefix: str, dependency: str
+) -> dict[str, int]:
+    """The dependency's fleet-wide counters (``m:<name>`` fields of its state hash)."""
+    raw = client.hgetall(f"{prefix}:{{{dependency}}}:state")
+    return {f.decode()[2:]: int(v) for f, v in raw.items() if f.startswith(b"m:")}
+
+
 @contextmanager
-def unchanged(client: redis.Redis | redis.RedisCluster, prefix: str) -> Iterator[None]:
+def unchanged(
+    client: redis.Redis | redis.RedisCluster, prefix: str, *, but_counters: bool = False
+) -> Iterator[None]:
     """Assert that the block writes nothing under ``prefix``: no key created, changed or
     deleted. A key that expires on its own meanwhile (TTLs run on the real clock while the
-    scripts run on the test's clock) is not a write, so it may be missing afterwards."""
-    before = snapshot(client, prefix)
+    scripts run on the test's clock) is not a write, so it may be missing afterwards.
+    ``but_counters``: a decision that changes nothing may still count itself (a rejection,
+    a repeated job id: the ``m:*`` counters); the caller checks those on their own."""
+    clean = _without_counters if but_counters else (lambda values: values)
+    before = clean(snapshot(client, prefix))
     expiring = {k for k in before if client.pttl(k) > 0}
     yield
-    after = snapshot(client, prefix)
+    after = clean(snapshot(client, prefix))
     changed = sorted(
         k
         for k in set(after) | set(before)

@@ -23,6 +23,7 @@ local function circuit_blocks(ctx)
     end
     c.state, c.probes, c.probe_ok = 'half_open', 0, 0
     ctx.circuit_dirty = true
+    tally(ctx, 'circuit:half_open')
   end
   if c.state == 'half_open' and c.probes >= p.circuit_probes then
     return ctx.now + p.circuit_open_ms * 1000  -- probes are out; their reports decide
@@ -57,6 +58,7 @@ local function circuit_record(ctx, ok)
     c.opens = c.opens + 1
     local d = math.min(p.circuit_open_ms * 2 ^ (c.opens - 1), p.circuit_open_max_ms)
     c.state, c.until_, c.probes, c.probe_ok = 'open', now + d * 1000, 0, 0
+    tally(ctx, 'circuit:open')
     signal_coordinator(ctx, c.until_)  -- half-open is due then
   end
   if c.state == 'half_open' then
@@ -66,6 +68,7 @@ local function circuit_record(ctx, ok)
       c.probe_ok = c.probe_ok + 1
       if c.probe_ok >= p.circuit_probes then
         c.state, c.opens = 'closed', 0
+        tally(ctx, 'circuit:closed')
         c.cur_ok, c.cur_fail, c.prev_ok, c.prev_fail = 0, 0, 0, 0
         if ctx.queued_count > 0 then
           signal_workers(ctx)  -- queued work may flow again

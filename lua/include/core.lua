@@ -114,7 +114,23 @@ local function new_ctx(policy, now, keys, prefixes)
     circuit = NO_CIRCUIT, st_raw = false, c_raw = false, live = false, exhausted = false,
     reclaimed = 0, retried = 0, dead = 0, moved = 0, circuit_dirty = false,
     workers_signalled = false, coordinator = false, park_seq = 0, fq = false,
-    fq_size = prefixes.fq_size or 2}
+    fq_size = prefixes.fq_size or 2, m = {}}
+end
+
+-- Fleet-wide counters (what `janus exporter` exports): fields 'm:<name>' of the state hash,
+-- added up in ctx.m during the call and written when it ends (save_state / flush_counts:
+-- one HINCRBY per counter that moved, in the write the call makes anyway). Names: submit:
+-- <ready|scheduled>, submit:existing, rejected:<reason>, started, completed, failed,
+-- returned, retried, dead:<reason>, lease_expired, circuit:<open|half_open|closed>, paused.
+local function tally(ctx, name, n)
+  ctx.m[name] = (ctx.m[name] or 0) + (n or 1)
+end
+
+local function flush_counts(ctx)
+  for name, n in pairs(ctx.m) do
+    redis.call('HINCRBY', ctx.keys.state, 'm:' .. name, n)
+  end
+  ctx.m = {}
 end
 
 -- The dependency's state hash keeps its hot numbers packed in two fields, each ten
@@ -196,4 +212,5 @@ local function save_state(ctx)
     redis.call('HSET', ctx.keys.state, 'c', c_new)
     ctx.c_raw = c_new
   end
+  flush_counts(ctx)
 end

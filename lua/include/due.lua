@@ -49,6 +49,7 @@ local function reclaim_expired(ctx)
       quota_settle(job_key, job_enc, job.attempt, job.cost, ctx.now_ms)  -- it may have spent
       local decision = retry_or_dead(ctx, job_key, job_enc, job, 'lease_expired', 0, history)
       ctx.reclaimed = ctx.reclaimed + 1
+      tally(ctx, 'lease_expired')
       if decision == 'retry' then
         ctx.retried = ctx.retried + 1
       else

@@ -63,6 +63,7 @@ end
 -- payload.
 local function start_attempt(ctx, c, job)
   local p = ctx.policy
+  tally(ctx, 'started')
   local ms = ctx.now_ms
   if ms < ctx.last_ms then
     ms = ctx.last_ms

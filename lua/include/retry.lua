@@ -81,6 +81,7 @@ end
 -- policy rate, never with a catch-up burst.
 local function apply_pause(ctx, scope_enc, until_us)
   local p = ctx.policy
+  tally(ctx, 'paused')
   if p.pause_on_retry_after == 0 then
     ctx.paused_until = math.max(ctx.paused_until, until_us)
     ctx.dtat = math.max(ctx.dtat, until_us + (p.burst - 1) * p.interval_us)
@@ -101,6 +102,7 @@ end
 -- stream keeps about max_dead_letters entries (the oldest are trimmed; replay.lua drops
 -- their replay marks), so a dependency failing for months cannot fill the memory.
 local function dead_letter(ctx, job_key, job, error, reason, history)
+  tally(ctx, 'dead:' .. reason)
   local payload = redis.call('HGET', job_key, 'payload') or ''
   local keep = ctx.policy.max_dead_letters
   if not keep or keep < 1 then
@@ -157,5 +159,6 @@ local function retry_or_dead(ctx, job_key, job_enc, job, error, retry_after_ms, 
   redis.call('ZADD', ctx.keys.delayed, fmt(at), job_enc)
   queue_add(ctx, scope_get(ctx, job.scope_enc), 1, job.cost)
   signal_coordinator(ctx, at)
+  tally(ctx, 'retried')
   return 'retry', ms_of(at)
 end

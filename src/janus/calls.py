@@ -718,6 +718,26 @@ def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
     return result
 
 
+def counters(keys: Keys) -> Commands[dict[str, int]]:
+    """The dependency's fleet-wide counters: the ``m:<name>`` fields the functions add to in
+    its state hash (names in lua/include/core.lua, e.g. ``submit:ready``,
+    ``rejected:max_wait_exceeded``, ``completed``, ``dead:attempts_exhausted``)."""
+
+    def parse(replies: list[Any]) -> dict[str, int]:
+        fields = replies[0]
+        flat = not isinstance(fields, dict)
+        pairs = zip(fields[::2], fields[1::2], strict=True) if flat else fields.items()
+        out = {}
+        for name, value in pairs:
+            text = _decode(name)
+            if text.startswith("m:"):
+                out[text[2:]] = int(value)
+        return out
+
+    what = f"reading the counters of {keys.dependency!r}"
+    return Commands(keys.state, (("HGETALL", keys.state),), parse, what)
+
+
 def scope_status(keys: Keys, scope: str, now_us: int | None) -> Op[ScopeStatus]:
     """A scope's limits, place in the fair queue, waiting work and quota (read only)."""
     now_ms = yield from _now_ms(now_us)

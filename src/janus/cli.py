@@ -7,11 +7,13 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from types import FrameType
 from typing import BinaryIO
+from wsgiref.simple_server import WSGIServer
 
 import click
 
@@ -125,7 +127,20 @@ def policy_show(paths: tuple[str, ...]) -> None:
     multiple=True,
     help="Only these dependencies (default: every applied one).",
 )
-def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Also serve Prometheus metrics (as `janus exporter`) on this port.",
+)
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Metrics address.")
+def coordinator(
+    url: str,
+    prefix: str,
+    dependencies: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_addr: str,
+) -> None:
     """Step every dependency on time (due work, expired leases, waking idle workers) until
     SIGINT/SIGTERM."""
     for dep in dependencies:
@@ -133,6 +148,8 @@ def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
     logging.getLogger("janus").setLevel(logging.INFO)
     with _client(url, prefix) as jn:
         coord = Coordinator(jn.store, dependencies=list(dependencies) or None)
+        if metrics_port is not None:
+            _serve_metrics(url, prefix, metrics_port, metrics_addr, list(dependencies) or None)
 
         def _stop(signum: int, frame: FrameType | None) -> None:
             coord.stop()
@@ -146,6 +163,60 @@ def coordinator(url: str, prefix: str, dependencies: tuple[str, ...]) -> None:
             f"{coord.reclaimed} leases reclaimed)",
             err=True,
         )
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=9108, show_default=True)
+@click.option("--addr", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--dependency",
+    "-d",
+    "dependencies",
+    multiple=True,
+    help="Only these dependencies (default: every applied one).",
+)
+@redis_option
+@prefix_option
+def exporter(port: int, addr: str, dependencies: tuple[str, ...], url: str, prefix: str) -> None:
+    """Serve Prometheus metrics on /metrics until SIGINT/SIGTERM: fleet-wide counters kept
+    in Redis (submits, rejections, starts, outcomes, retries, dead letters, lease expiries,
+    circuit transitions) and every dependency's status (see janus.metrics)."""
+    for dep in dependencies:
+        check_dependency(dep)
+    logging.getLogger("janus").setLevel(logging.INFO)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server = _serve_metrics(url, prefix, port, addr, list(dependencies) or None)
+    click.echo(
+        f"janus exporter: http://{addr}:{server.server_port}/metrics for {redact(url)} "
+        f"prefix={prefix}",
+        err=True,
+    )
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
+    click.echo("stopped", err=True)
+
+
+def _serve_metrics(
+    url: str, prefix: str, port: int, addr: str, dependencies: list[str] | None
+) -> WSGIServer:
+    """Start the metrics endpoint on its own client (scrapes never share the caller's)."""
+    from janus import metrics
+
+    jn = _client(url, prefix)
+    try:
+        server, _ = metrics.serve(jn, port, addr=addr, dependencies=dependencies)
+    except OSError as exc:
+        jn.close()
+        click.echo(f"error: cannot listen on {addr}:{port}: {exc}", err=True)
+        sys.exit(2)
+    return server
 
 
 @main.command()

@@ -174,6 +174,11 @@ class ClientCore:
         self._check_dependency(dependency)
         return (yield from calls.status(self.store.keys(dependency), self._now()))
 
+    def _counters_op(self, dependency: str) -> Op[dict[str, int]]:
+        self._check_dependency(dependency)
+        counts: dict[str, int] = yield calls.counters(self.store.keys(dependency))
+        return counts
+
     # -- input checks ----------------------------------------------------------------------
 
     def _check_dependency(self, dependency: str) -> None:
@@ -359,6 +364,13 @@ class Janus(ClientCore):
     def status(self, dependency: str) -> DependencyStatus:
         """The dependency's counts, circuit, pause and retry budget."""
         return self.store.drive(self._status_op(dependency))
+
+    def counters(self, dependency: str) -> dict[str, int]:
+        """The dependency's fleet-wide counters since its state was created (what every
+        client and worker did): ``submit:ready``, ``rejected:<reason>``, ``started``,
+        ``completed``, ``failed``, ``retried``, ``dead:<reason>``, ``lease_expired``, ... (see
+        :mod:`janus.metrics`, which exports them to Prometheus)."""
+        return self.store.drive(self._counters_op(dependency))
 
 
 def _test_mode(compiled: CompiledPolicy) -> CompiledPolicy:

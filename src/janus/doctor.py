@@ -151,7 +151,7 @@ def worst(findings: list[Finding]) -> Level:
 ACL_RULES = (
     "resetkeys ~<prefix>:* resetchannels -@all "
     "+hello +ping +time +fcall +function|load "
-    "+hget +hgetall +hmget +hset +hdel +hexists +exists +del +pexpire +persist +get +set "
+    "+hget +hgetall +hmget +hset +hincrby +hdel +hexists +exists +del +pexpire +persist +get +set "
     "+sadd +smembers +zadd +zrem +zrange +zcard +zcount +zscore +zremrangebyscore "
     "+lpush +rpush +lpop +lindex +llen +blpop "
     "+xadd +xreadgroup +xgroup|create +xgroup|delconsumer +xack +xdel +xrange +xlen "

@@ -13,7 +13,7 @@ from janus.client import Job
 from janus.coordinator import Coordinator
 from janus.measure import check_rate
 
-from tests.helpers import FakeClock, make_janus, started, take, unchanged
+from tests.helpers import FakeClock, counters, make_janus, started, take, unchanged
 
 #: Each contract test runs through the sync API and the asyncio API (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("api")
@@ -50,14 +50,17 @@ def test_wait_beyond_max_wait_is_rejected_and_writes_nothing(
     redis_url: str, prefix: str, redis_client: object
 ) -> None:
     """Given a queue 2 s deep, a submit that would wait longer than max_wait is rejected with
-    the wait in retry_after_ms, and nothing is kept."""
+    the wait in retry_after_ms, and nothing is kept but the count of the rejection."""
     clock = FakeClock()
     jn = make_janus(redis_url, prefix, BASIC, clock)
     ds = jn.submit_many("pay", [Job(scope="a") for _ in range(23)])
     assert [d.status for d in ds].count("rejected") == 0
-    with unchanged(redis_client, prefix):  # type: ignore[arg-type]
+    before = counters(redis_client, prefix, "pay")  # type: ignore[arg-type]
+    with unchanged(redis_client, prefix, but_counters=True):  # type: ignore[arg-type]
         d = jn.submit("pay", scope="a", job_id="late")
     assert (d.status, d.reason) == ("rejected", "max_wait_exceeded")
+    after = counters(redis_client, prefix, "pay")  # type: ignore[arg-type]
+    assert after == {**before, "rejected:max_wait_exceeded": 1}
     assert d.retry_after_ms is not None and d.retry_after_ms > 2000
     assert d.retry_after_ms == d.not_before_ms - clock.now_ms
     assert jn.submit("pay", scope="a", job_id="late").created is False or True
@@ -84,9 +87,12 @@ def test_existing_job_id_returns_its_state_and_releases_nothing(
     first = jn.submit("pay", scope="a", job_id="order-1", payload=b"1")
     jn.submit_many("pay", [Job(scope="a"), Job(scope="a"), Job(scope="a", job_id="order-2")])
     clock.advance_ms(5)
-    with unchanged(redis_client, prefix):  # type: ignore[arg-type]
+    before = counters(redis_client, prefix, "pay")  # type: ignore[arg-type]
+    with unchanged(redis_client, prefix, but_counters=True):  # type: ignore[arg-type]
         again = jn.submit("pay", scope="a", job_id="order-1", payload=b"other")
         again2 = jn.submit("pay", scope="zzz", job_id="order-2")
+    after = counters(redis_client, prefix, "pay")  # type: ignore[arg-type]
+    assert after == {**before, "submit:existing": 2}
     assert first.status == "ready" and again.status == "ready"
     assert again.created is False and again.state == "scheduled" and again.attempt == 0
     assert again2.status == "scheduled" and again2.created is False

@@ -157,10 +157,16 @@ def test_submit_exit_codes_tell_accepted_from_rejected(
 ) -> None:
     """`janus submit` exits 0 when the job is ready or scheduled and 3 when rejected (it
     used to exit 0 on a rejection)."""
-    _applied(runner, tmp_path, standalone_url, prefix)
+    (tmp_path / "p.yaml").write_text(GOOD.replace("rate: 5", "rate: 0.1"))
+    assert (
+        runner.invoke(
+            main, ["policy", "apply", str(tmp_path), "--redis", standalone_url, "--prefix", prefix]
+        ).exit_code
+        == 0
+    )
     args = ["--redis", standalone_url, "--prefix", prefix]
     codes = []
-    for i in range(60):  # rate 5, burst 5, max_wait 10 s: the tail is rejected
+    for i in range(12):  # one job per 10 s, burst 5, max_wait 10 s: 6 fit, however slow this is
         result = runner.invoke(main, ["submit", "pay", "--job-id", f"j{i}", *args])
         codes.append((json.loads(result.output)["status"], result.exit_code))
     assert ("ready", 0) in codes and ("scheduled", 0) in codes and ("rejected", 3) in codes

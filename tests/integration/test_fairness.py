@@ -20,7 +20,7 @@ from janus.coordinator import Coordinator
 from janus.decisions import LeasedJob
 from janus.measure import check_rate
 
-from tests.helpers import FakeClock, make_janus, started, take, unchanged
+from tests.helpers import FakeClock, counters, make_janus, started, take, unchanged
 
 
 def _serve(jn: Janus, clock: FakeClock, ms: int, tick_ms: int = 10) -> list[LeasedJob]:
@@ -152,9 +152,10 @@ api:
     jn = make_janus(redis_url, prefix, body, clock)
     ds = jn.submit_many("api", [Job(scope="a") for _ in range(3)])
     assert [d.status for d in ds] == ["ready", "scheduled", "scheduled"]
-    with unchanged(jn.store.client, prefix):
+    with unchanged(jn.store.client, prefix, but_counters=True):
         d = jn.submit("api", scope="a", job_id="x")
     assert (d.status, d.reason) == ("rejected", "scope_queue_full")
+    assert counters(jn.store.client, prefix, "api")["rejected:scope_queue_full"] == 1
     assert d.retry_after_ms is not None and d.retry_after_ms > 0
     assert jn.submit("api", scope="b").accepted
     st = jn.scope_status("api", "a")

@@ -57,7 +57,11 @@ class LaggyLink:
                 down, _ = self.server.accept()
             except OSError:
                 return
-            up = socket.create_connection(("127.0.0.1", self.upstream))
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:  # the primary is gone (killed by the test): no link to make
+                down.close()
+                continue
             self.socks += [down, up]
             threading.Thread(target=self._pump, args=(up, down, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(down, up, False), daemon=True).start()

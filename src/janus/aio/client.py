@@ -138,3 +138,7 @@ class AsyncJanus(ClientCore):
     async def status(self, dependency: str) -> DependencyStatus:
         """See :meth:`janus.Janus.status`."""
         return await self.store.drive(self._status_op(dependency))
+
+    async def counters(self, dependency: str) -> dict[str, int]:
+        """See :meth:`janus.Janus.counters`."""
+        return await self.store.drive(self._counters_op(dependency))

@@ -1,0 +1,165 @@
+"""Prometheus metrics: what the whole fleet did and where each dependency stands, read from
+Redis at every scrape (``janus exporter``, ``janus coordinator --metrics-port``).
+
+The counters are kept in Redis by the functions themselves (fields ``m:<name>`` of each
+dependency's state hash, added to in the writes a decision makes anyway), so one exporter
+sees every producer, worker and coordinator, and a restarted exporter loses nothing. The
+gauges are the dependency's status at the scrape. Names are ``janus_*``, counters end in
+``_total``, times are in seconds, every series has the label ``dependency``; there is no
+per-scope label (a tenant label would multiply the series by the number of tenants).
+
+A scrape reads three small things per dependency (status, counters, policy version): run one
+exporter per deployment, not one per process. When Redis does not answer, the scrape still
+succeeds with ``janus_up 0`` and the error is logged, so an alert can tell "Janus reports
+nothing" from "Janus is down".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from janus.client import Janus
+from janus.decisions import DependencyStatus
+from janus.errors import JanusError
+
+log = logging.getLogger("janus.metrics")
+
+#: Counters without a label of their own: counter name in Redis -> (metric, help).
+SIMPLE = {
+    "started": ("janus_started_total", "Attempts started (released to a worker, lease begun)."),
+    "completed": ("janus_completed_total", "Attempts reported completed."),
+    "failed": ("janus_failed_total", "Attempts reported failed by a worker."),
+    "returned": ("janus_returned_total", "Attempts given back unstarted."),
+    "retried": ("janus_retries_total", "Retries scheduled (after a failure or lease expiry)."),
+    "lease_expired": ("janus_lease_expired_total", "Leases that expired unreported."),
+    "paused": ("janus_pauses_total", "Pauses applied (a Retry-After from a worker)."),
+}
+#: Counters with a label: prefix in Redis -> (metric, label, help).
+LABELLED = {
+    "submit": ("janus_submits_total", "decision", "Submits accepted: ready, scheduled, existing."),
+    "rejected": ("janus_rejections_total", "reason", "Submits rejected, by reason."),
+    "dead": ("janus_dead_letters_total", "reason", "Jobs dead-lettered, by reason."),
+    "circuit": ("janus_circuit_transitions_total", "to", "Circuit breaker state changes."),
+}
+CIRCUIT_STATES = ("closed", "open", "half_open")
+
+
+class JanusCollector(Collector):
+    """Collects every dependency's counters and status from Redis at each scrape."""
+
+    def __init__(self, jn: Janus, dependencies: list[str] | None = None) -> None:
+        self.jn = jn
+        self.dependencies = dependencies
+        self._lock = threading.Lock()  # one scrape at a time over the client
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("janus_up", "1 when Janus's Redis answered this scrape.")
+        with self._lock:
+            try:
+                rows = [(dep, *self._read(dep)) for dep in self._names()]
+            except JanusError as exc:
+                log.warning("scrape failed: %s", exc)
+                up.add_metric([], 0)
+                yield up
+                return
+        up.add_metric([], 1)
+        yield up
+        yield from _counter_families(rows)
+        yield from _gauge_families(rows, self.jn.store.time_us() / 1e6)
+
+    def _names(self) -> list[str]:
+        return self.dependencies or self.jn.store.dependencies()
+
+    def _read(self, dep: str) -> tuple[DependencyStatus, dict[str, int]]:
+        return self.jn.status(dep), self.jn.counters(dep)
+
+
+def _counter_families(
+    rows: list[tuple[str, DependencyStatus, dict[str, int]]],
+) -> Iterator[Metric]:
+    simple = {k: CounterMetricFamily(m.removesuffix("_total"), h, labels=["dependency"])
+              for k, (m, h) in SIMPLE.items()}  # fmt: skip
+    labelled = {
+        k: CounterMetricFamily(m.removesuffix("_total"), h, labels=["dependency", label])
+        for k, (m, label, h) in LABELLED.items()
+    }
+    for dep, _, counts in rows:
+        for name in SIMPLE:
+            simple[name].add_metric([dep], counts.get(name, 0))
+        for name, value in sorted(counts.items()):
+            kind, _, label = name.partition(":")
+            if label and kind in labelled:
+                labelled[kind].add_metric([dep, label], value)
+    yield from simple.values()
+    yield from labelled.values()
+
+
+def _gauge_families(
+    rows: list[tuple[str, DependencyStatus, dict[str, int]]], now_s: float
+) -> Iterator[Metric]:
+    def gauge(name: str, text: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, text, labels=["dependency", *labels])
+
+    g = {
+        "scheduled": gauge("janus_scheduled_jobs", "Jobs waiting in Janus (ready or delayed)."),
+        "cost": gauge("janus_queued_cost", "Cost of the jobs waiting."),
+        "in_flight": gauge("janus_in_flight", "Attempts running with a live lease."),
+        "stream": gauge("janus_stream_entries", "Entries on the group streams."),
+        "dead": gauge("janus_dead_letter_entries", "Dead letters kept (the DLQ's length)."),
+        "scopes": gauge("janus_active_scopes", "Scopes with ready work."),
+        "parked": gauge("janus_parked_retries", "Retries waiting for a retry-budget token."),
+        "budget": gauge("janus_retry_budget_tokens", "Retry tokens banked (last update)."),
+        "version": gauge("janus_policy_version", "Version of the applied policy."),
+        "circuit": gauge("janus_circuit_state", "1 for the circuit's current state.", "state"),
+        "open_until": gauge(
+            "janus_circuit_open_until_seconds", "Unix time the open circuit half-opens."
+        ),
+        "paused": gauge("janus_paused_until_seconds", "Unix time a Retry-After pause ends."),
+        "due_in": gauge(
+            "janus_next_due_seconds", "Seconds until the next delayed job is due (<0: late)."
+        ),
+    }
+    for dep, st, _ in rows:
+        g["scheduled"].add_metric([dep], st.scheduled)
+        g["cost"].add_metric([dep], st.queued_cost)
+        g["in_flight"].add_metric([dep], st.in_flight)
+        g["stream"].add_metric([dep], st.stream_length)
+        g["dead"].add_metric([dep], st.dead_letters)
+        g["scopes"].add_metric([dep], st.active_scopes)
+        g["parked"].add_metric([dep], st.parked)
+        if st.retry_budget is not None:
+            g["budget"].add_metric([dep], st.retry_budget)
+        if st.policy_version is not None:
+            g["version"].add_metric([dep], st.policy_version)
+        for state in CIRCUIT_STATES:
+            g["circuit"].add_metric([dep, state], 1 if st.circuit == state else 0)
+        if st.circuit_open_until_ms:
+            g["open_until"].add_metric([dep], st.circuit_open_until_ms / 1000)
+        if st.paused_until_ms:
+            g["paused"].add_metric([dep], st.paused_until_ms / 1000)
+        if st.next_due_us is not None:
+            g["due_in"].add_metric([dep], st.next_due_us / 1e6 - now_s)
+    yield from g.values()
+
+
+def registry(jn: Janus, dependencies: list[str] | None = None) -> CollectorRegistry:
+    """A registry holding only Janus's collector (no process metrics of this exporter)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(JanusCollector(jn, dependencies))
+    return reg
+
+
+def serve(
+    jn: Janus, port: int, *, addr: str = "0.0.0.0", dependencies: list[str] | None = None
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread; ``server.shutdown()`` stops
+    it. Port 0 picks a free port (``server.server_port``)."""
+    server, thread = start_http_server(port, addr=addr, registry=registry(jn, dependencies))
+    return server, thread

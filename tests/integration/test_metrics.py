@@ -1,0 +1,141 @@
+"""Fleet-wide counters kept in Redis by the functions, exported to Prometheus: a known run,
+scraped over HTTP and parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from janus import metrics
+from janus.client import Job
+from janus.testing import RedisServer, connect
+
+from tests.helpers import FakeClock, make_janus, take
+
+BODY = """
+pay:
+  rate: 10
+  burst: 4
+  max_wait: 50ms
+  lease: 10s
+  retry: {max_attempts: 2, retry_on: [http_503], backoff: {base: 1s, jitter: none}}
+"""
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of http://127.0.0.1:PORT/metrics, parsed by prometheus-client."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted({"dependency": "pay", **labels}.items())))]
+
+
+def test_a_known_run_is_counted_in_redis_and_exported(redis_url: str, prefix: str) -> None:
+    """4 ready submits, 1 repeated id, 2 rejected; 3 started: 1 completed, 1 failed for
+    good (not retryable), 1 failed and retried; the counters say exactly that, and so does
+    the scrape, with the status gauges beside them."""
+    clock = FakeClock()
+    jn = make_janus(redis_url, prefix, BODY, clock)
+    ds = jn.submit_many("pay", [Job(scope="a", job_id=f"j{i}") for i in range(4)])
+    assert [d.status for d in ds] == ["ready"] * 4
+    assert not jn.submit("pay", scope="a", job_id="j0").created
+    assert [jn.submit("pay", scope="a").reason for _ in range(2)] == ["max_wait_exceeded"] * 2
+    w = jn.worker("pay", group="g", consumer="c")
+    a, b, c = take(jn, "pay", count=3)
+    w.complete(a)
+    w.fail(b, "http_400")
+    w.fail(c, "http_503")
+    assert jn.counters("pay") == {
+        "submit:ready": 4,
+        "submit:existing": 1,
+        "rejected:max_wait_exceeded": 2,
+        "started": 3,
+        "completed": 1,
+        "failed": 2,
+        "dead:not_retryable": 1,
+        "retried": 1,
+    }
+    server, _ = metrics.serve(jn, 0, addr="127.0.0.1")
+    try:
+        got = scrape(server.server_port)
+    finally:
+        server.shutdown()
+    assert got[("janus_up", ())] == 1
+    assert sample(got, "janus_submits_total", decision="ready") == 4
+    assert sample(got, "janus_submits_total", decision="existing") == 1
+    assert sample(got, "janus_rejections_total", reason="max_wait_exceeded") == 2
+    assert sample(got, "janus_started_total") == 3
+    assert sample(got, "janus_completed_total") == 1
+    assert sample(got, "janus_failed_total") == 2
+    assert sample(got, "janus_retries_total") == 1
+    assert sample(got, "janus_dead_letters_total", reason="not_retryable") == 1
+    assert sample(got, "janus_lease_expired_total") == 0
+    assert sample(got, "janus_scheduled_jobs") == 2  # j3 (never fetched) and the retry of c
+    assert sample(got, "janus_in_flight") == 0
+    assert sample(got, "janus_dead_letter_entries") == 1
+    assert sample(got, "janus_policy_version") == 1
+    assert sample(got, "janus_circuit_state", state="closed") == 1
+    assert sample(got, "janus_circuit_state", state="open") == 0
+    jn.close()
+
+
+def test_a_scrape_while_redis_is_down_says_so(prefix: str) -> None:
+    """Redis gone: the scrape answers (HTTP 200) with janus_up 0, not an error page."""
+    server_redis = RedisServer.start()
+    jn = connect(server_redis.url, prefix=prefix, socket_timeout=1.0)
+    server, _ = metrics.serve(jn, 0, addr="127.0.0.1")
+    try:
+        assert scrape(server.server_port)[("janus_up", ())] == 1
+        server_redis.stop()
+        assert scrape(server.server_port)[("janus_up", ())] == 0
+    finally:
+        server.shutdown()
+        server_redis.stop()
+        jn.close()
+
+
+def test_janus_exporter_serves_until_sigterm(standalone_url: str, prefix: str) -> None:
+    """`janus exporter --port 0` says where it listens, serves /metrics, exits 0 on SIGTERM."""
+    jn = make_janus(standalone_url, prefix, BODY)
+    jn.submit("pay", scope="a")
+    cmd = [sys.executable, "-m", "janus", "exporter", "--port", "0", "--addr", "127.0.0.1"]
+    cmd += ["--redis", standalone_url, "--prefix", prefix]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line)
+        assert found, line
+        got = scrape(int(found.group(1)))
+        assert sample(got, "janus_submits_total", decision="ready") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    jn.close()
+
+
+@pytest.mark.parametrize("bad", ["0", "70000", "x"])
+def test_the_coordinator_refuses_a_bad_metrics_port(bad: str) -> None:
+    from click.testing import CliRunner
+
+    from janus.cli import main
+
+    result = CliRunner().invoke(main, ["coordinator", "--metrics-port", bad])
+    assert result.exit_code == 2 and "--metrics-port" in result.output
