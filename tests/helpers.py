@@ -114,7 +114,8 @@ def unchanged(
     a repeated job id: the ``m:*`` counters); the caller checks those on their own."""
     clean = _without_counters if but_counters else (lambda values: values)
     before = clean(snapshot(client, prefix))
-    expiring = {k for k in before if client.pttl(k) > 0}
+    # A TTL (> 0), or already expired since the snapshot (-2): no TTL is -1.
+    expiring = {k for k in before if client.pttl(k) != -1}
     yield
     after = clean(snapshot(client, prefix))
     changed = sorted(

@@ -675,13 +675,18 @@ def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
     dependency = keys.dependency
 
     def parse(replies: list[Any]) -> DependencyStatus:
-        version, active_scopes, in_flight, parked, st, head, dead = replies
+        (version, circuit_on), active_scopes, in_flight, parked, st, head, dead = replies
         state = unpack_fields(st[0], STATE_PACKED)
         c = unpack_fields(st[1], CIRCUIT_PACKED)
         circuit_until = int(c["c_until"])
         paused = int(state["paused_until"])
         budget = int(state["b_milli"]) if st[0] and state["b_milli"] >= 0 else None
-        circuit = CIRCUIT_STATES.get(int(c["c_state"]), "closed") if st[1] else "closed"
+        # Derived from the applied policy: a circuit state left from an earlier policy that
+        # had a breaker is not shown (nor used: the functions ignore it too).
+        if version is None or _decode(circuit_on or b"0") != "1":
+            circuit = "off"
+        else:
+            circuit = CIRCUIT_STATES.get(int(c["c_state"]), "closed") if st[1] else "closed"
         return DependencyStatus(
             dependency=dependency,
             policy_version=None if version is None else int(version),
@@ -699,12 +704,13 @@ def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
             dead_letters=int(dead),
             active_scopes=int(active_scopes),
             parked=int(parked),
+            circuit_opens=int(c["c_opens"]) if circuit != "off" else 0,
         )
 
     result: DependencyStatus = yield Commands(
         keys.policy,
         (
-            ("HGET", keys.policy, "version"),
+            ("HMGET", keys.policy, "version", "circuit_enabled"),
             ("ZCARD", keys.active),
             ("ZCOUNT", keys.inflight, f"({now_ms}", "+inf"),
             ("ZCARD", keys.parked),

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -193,7 +194,7 @@ def exporter(port: int, addr: str, dependencies: tuple[str, ...], url: str, pref
     signal.signal(signal.SIGINT, _stop)
     server = _serve_metrics(url, prefix, port, addr, list(dependencies) or None)
     click.echo(
-        f"janus exporter: http://{addr}:{server.server_port}/metrics for {redact(url)} "
+        f"janus exporter: http://{_hostport(addr, server.server_port)}/metrics for {redact(url)} "
         f"prefix={prefix}",
         err=True,
     )
@@ -201,6 +202,10 @@ def exporter(port: int, addr: str, dependencies: tuple[str, ...], url: str, pref
         pass
     server.shutdown()
     click.echo("stopped", err=True)
+
+
+def _hostport(addr: str, port: int) -> str:
+    return ":".join((addr, str(port)))
 
 
 def _serve_metrics(
@@ -214,7 +219,7 @@ def _serve_metrics(
         server, _ = metrics.serve(jn, port, addr=addr, dependencies=dependencies)
     except OSError as exc:
         jn.close()
-        click.echo(f"error: cannot listen on {addr}:{port}: {exc}", err=True)
+        click.echo(f"error: cannot listen on {_hostport(addr, port)}: {exc}", err=True)
         sys.exit(2)
     return server
 
@@ -301,7 +306,9 @@ def scope(dependency: str, scope: str, url: str, prefix: str) -> None:
     """Show one scope's share, waiting work and quota as JSON."""
     with _client(url, prefix) as jn:
         st = jn.scope_status(dependency, scope)
-    click.echo(json.dumps(st.__dict__, indent=2, sort_keys=True))
+    from janus.statusview import with_iso
+
+    click.echo(json.dumps(with_iso(dict(st.__dict__)), indent=2, sort_keys=True))
 
 
 @main.command()
@@ -318,9 +325,11 @@ def job(dependency: str, job_id: str, url: str, prefix: str) -> None:
             f"error: no job {job_id!r} in {dependency!r} (never submitted, or expired)", err=True
         )
         sys.exit(1)
+    from janus.statusview import with_iso
+
     data = dict(info.__dict__)
     data["payload"] = info.payload.decode("utf-8", "replace")
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    click.echo(json.dumps(with_iso(data), indent=2, sort_keys=True))
 
 
 @main.group()
@@ -379,16 +388,16 @@ def dlq_list(
     prefix: str,
 ) -> None:
     """List dead letters, oldest first."""
-    from rich.console import Console
-    from rich.table import Table
+    from janus.statusview import grid, iso
 
     with _client(url, prefix) as jn:
         letters = _select(jn, dependency, scope, job_id, since)
-    table = Table("entry", "job id", "scope", "reason", "attempts", "last error", "dead at (UTC)")
-    for d in letters[:limit]:
-        when = datetime.fromtimestamp(d.dead_ms / 1000, tz=timezone.utc).strftime("%F %T")
-        table.add_row(d.entry_id, d.job_id, d.scope, d.reason, str(d.attempts), d.error, when)
-    Console().print(table)
+    header = ["entry", "job id", "scope", "reason", "attempts", "last error", "dead at"]
+    rows = [
+        [d.entry_id, d.job_id, d.scope, d.reason, str(d.attempts), d.error, iso(d.dead_ms)]
+        for d in letters[:limit]
+    ]
+    click.echo(grid(header, rows))
     click.echo(
         f"{len(letters)} dead letter(s)"
         + (f", first {limit} shown" if len(letters) > limit else "")
@@ -538,41 +547,45 @@ def doctor_cmd(url: str, prefix: str, warn_only: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/status.schema.json).")
+@click.option(
+    "--watch",
+    type=click.FloatRange(0.2, 3600),
+    default=None,
+    metavar="SECONDS",
+    help="Show it again every SECONDS until Ctrl-C.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="With --watch: stop after this many refreshes.",
+)
 @redis_option
 @prefix_option
-def status(url: str, prefix: str) -> None:
-    """Queue depth, in-flight count and policy version of every dependency."""
-    from rich.console import Console
-    from rich.table import Table
+def status(as_json: bool, watch: float | None, count: int | None, url: str, prefix: str) -> None:
+    """Every dependency: waiting work, in flight, circuit and pause (with times), retry
+    budget, dead letters, policy version. Plain aligned text (also when piped) or --json."""
+    from janus import statusview
 
+    shown = 0
     with _client(url, prefix) as jn:
-        table = Table(
-            "dependency",
-            "policy",
-            "scheduled",
-            "queued cost",
-            "in flight",
-            "stream",
-            "circuit",
-            "paused",
-            "retry budget",
-            "dead letters",
-        )
-        for dep in jn.store.dependencies():
-            st = jn.status(dep)
-            table.add_row(
-                dep,
-                f"v{st.policy_version}" if st.policy_version else "-",
-                str(st.scheduled),
-                str(st.queued_cost),
-                str(st.in_flight),
-                str(st.stream_length),
-                st.circuit,
-                "yes" if st.paused_until_ms else "no",
-                "-" if st.retry_budget is None else f"{st.retry_budget:.1f}",
-                str(st.dead_letters),
-            )
-    Console().print(table)
+        while True:
+            now_ms = jn.store.time_us() // 1000
+            statuses = [jn.status(dep) for dep in jn.store.dependencies()]
+            if watch and sys.stdout.isatty() and not as_json:
+                click.clear()
+            if as_json:
+                click.echo(json.dumps(statusview.document(statuses, now_ms), sort_keys=True))
+            else:
+                click.echo(statusview.table(statuses, now_ms))
+            shown += 1
+            if not watch or (count is not None and shown >= count):
+                return
+            try:
+                time.sleep(watch)
+            except KeyboardInterrupt:
+                return
 
 
 @main.command()

@@ -290,7 +290,7 @@ class DependencyStatus:
     queued_cost: int
     next_due_us: int | None
     circuit: str
-    """closed | open | half_open ("closed" when the policy has no circuit breaker)."""
+    """closed | open | half_open, or off (the applied policy has no circuit breaker)."""
     circuit_open_until_ms: int | None
     paused_until_ms: int | None
     """A Retry-After pause of the whole dependency, while it lasts."""
@@ -301,3 +301,5 @@ class DependencyStatus:
     """Scopes with ready work in the fair queue."""
     parked: int = 0
     """Retries waiting for a retry-budget token."""
+    circuit_opens: int = 0
+    """Times the circuit opened in a row (each open lasts longer); 0 once it closes."""
