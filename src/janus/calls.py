@@ -587,6 +587,17 @@ def test_mode_dependencies(prefix: str, keys_of: Callable[[str], Keys]) -> Op[li
     return out
 
 
+def applied_policy(keys: Keys) -> Commands[tuple[dict[str, str] | None, dict[str, str]]]:
+    """The applied policy's hash (None: none applied) and its scopes hash."""
+
+    def parse(replies: list[Any]) -> tuple[dict[str, str] | None, dict[str, str]]:
+        fields, scopes = ({_decode(k): _decode(v) for k, v in r.items()} for r in replies)
+        return (fields or None), scopes
+
+    what = f"reading the applied policy of {keys.dependency!r}"
+    return Commands(keys.policy, (("HGETALL", keys.policy), ("HGETALL", keys.scopes)), parse, what)
+
+
 def policy_fields(keys: Keys) -> Commands[dict[str, str]]:
     def parse(replies: list[Any]) -> dict[str, str]:
         return {_decode(k): _decode(v) for k, v in replies[0].items()}

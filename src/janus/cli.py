@@ -109,6 +109,31 @@ def policy_apply(paths: tuple[str, ...], url: str, prefix: str) -> None:
             click.echo(f"{name}: version {version} ({note})")
 
 
+@policy.command("diff")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@redis_option
+@prefix_option
+def policy_diff(paths: tuple[str, ...], url: str, prefix: str) -> None:
+    """Show what `policy apply` would change in Redis, field by field (writes nothing).
+    Exits 0 when nothing would change, 1 when something would."""
+    policies = _load(paths)
+    with _client(url, prefix) as jn:
+        diffs = jn.policy_diff(policies)
+        applied = set(jn.store.dependencies())
+    changed = False
+    for name, lines in diffs.items():
+        if not lines:
+            click.echo(f"{name}: unchanged")
+            continue
+        changed = True
+        click.echo(f"{name}:")
+        for line in lines:
+            click.echo(f"  {line}")
+    for name in sorted(applied - set(diffs)):
+        click.echo(f"{name}: applied, not in these files (apply leaves it as it is)")
+    sys.exit(1 if changed else 0)
+
+
 @policy.command("show")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def policy_show(paths: tuple[str, ...]) -> None:

@@ -27,7 +27,7 @@ from janus.decisions import (
 )
 from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
 from janus.keys import Keys, check_dependency, check_user_name
-from janus.policy import CompiledPolicy, PolicySet, compile_policy
+from janus.policy import CompiledPolicy, PolicySet, compile_policy, policy_diff
 from janus.store import Store
 from janus.worker import Worker
 
@@ -124,6 +124,16 @@ class ClientCore:
                 compiled = _test_mode(compiled)
             keys = self.store.keys(compiled.dependency)
             out[name] = yield from calls.apply_policy_op(keys, compiled)
+        return out
+
+    def _diff_op(self, policies: PolicySet) -> Op[dict[str, list[str]]]:
+        out = {}
+        for name, policy in sorted(policies.dependencies.items()):
+            compiled = compile_policy(name, policy)
+            if self._clock is not None:
+                compiled = _test_mode(compiled)
+            fields, scopes = yield calls.applied_policy(self.store.keys(name))
+            out[name] = policy_diff(compiled, fields, scopes)
         return out
 
     def _job_op(self, dependency: str, job_id: str) -> Op[JobInfo | None]:
@@ -364,6 +374,11 @@ class Janus(ClientCore):
     def status(self, dependency: str) -> DependencyStatus:
         """The dependency's counts, circuit, pause and retry budget."""
         return self.store.drive(self._status_op(dependency))
+
+    def policy_diff(self, policies: PolicySet) -> dict[str, list[str]]:
+        """What :meth:`apply_policies` would change, per dependency (read only): one line
+        per changed field (``name: old -> new``), ``[]`` when unchanged."""
+        return self.store.drive(self._diff_op(policies))
 
     def counters(self, dependency: str) -> dict[str, int]:
         """The dependency's fleet-wide counters since its state was created (what every

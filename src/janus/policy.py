@@ -1821,3 +1821,32 @@ def _describe_attempts(a: AttemptPolicy) -> dict[str, object]:
         },
         "retry_on": list(a.retry_on),
     }
+
+
+#: Fields of the policy hash that describe the applied copy, not the policy itself.
+BOOKKEEPING_FIELDS = frozenset({"digest", "version", "packed"})
+
+
+def policy_diff(
+    compiled: CompiledPolicy, applied: dict[str, str] | None, applied_scopes: dict[str, str]
+) -> list[str]:
+    """What applying ``compiled`` would change in the applied copy (``applied``: the
+    dependency's policy hash, None when none is applied; ``applied_scopes``: its scopes
+    hash): one line per field, ``name: old -> new``; empty when nothing would change."""
+    if applied is None:
+        return ["new: no policy applied yet"]
+    if applied.get("digest") == compiled.digest:
+        return []
+    new: dict[str, str] = {k: str(v) for k, v in compiled.fields.items()}
+    new.update(compiled.texts)
+    lines = []
+    for name in sorted((set(new) | set(applied)) - BOOKKEEPING_FIELDS):
+        old_v, new_v = applied.get(name), new.get(name)
+        if old_v != new_v:
+            lines.append(f"{name}: {old_v if old_v is not None else '(none)'} -> "
+                         f"{new_v if new_v is not None else '(none)'}")  # fmt: skip
+    for scope in sorted(set(compiled.scopes) | set(applied_scopes)):
+        old_s, new_s = applied_scopes.get(scope), compiled.scopes.get(scope)
+        if old_s != new_s:
+            lines.append(f"scope {scope}: {old_s or '(none)'} -> {new_s or '(none)'}")
+    return lines or ["changed (same fields; a new digest): applying writes a new version"]

@@ -227,3 +227,29 @@ def test_worker_handler_in_the_current_directory_is_importable(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, env={"PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "fn", done.stderr
+
+
+def test_policy_diff_shows_what_apply_would_change_and_writes_nothing(
+    runner: CliRunner, tmp_path: Path, standalone_url: str, prefix: str
+) -> None:
+    """`janus policy diff`: new -> "new", unchanged -> exit 0, a changed rate -> the field
+    with old and new value and exit 1; nothing is written either way."""
+    from janus.store import connect
+
+    from tests.helpers import unchanged
+
+    args = ["--redis", standalone_url, "--prefix", prefix]
+    (tmp_path / "p.yaml").write_text(GOOD)
+    client = connect(standalone_url)
+    with unchanged(client, prefix):
+        new = runner.invoke(main, ["policy", "diff", str(tmp_path), *args])
+    assert new.exit_code == 1 and "new: no policy applied yet" in new.output
+    assert runner.invoke(main, ["policy", "apply", str(tmp_path), *args]).exit_code == 0
+    same = runner.invoke(main, ["policy", "diff", str(tmp_path), *args])
+    assert same.exit_code == 0 and same.output.strip() == "pay: unchanged"
+    (tmp_path / "p.yaml").write_text(GOOD.replace("rate: 5", "rate: 20"))
+    with unchanged(client, prefix):
+        diff = runner.invoke(main, ["policy", "diff", str(tmp_path), *args])
+    assert diff.exit_code == 1, diff.output
+    assert "interval_us: 200000 -> 50000" in diff.output, diff.output
+    client.close()
