@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -58,6 +59,38 @@ def _load(paths: tuple[str, ...]) -> PolicySet:
         sys.exit(1)
 
 
+_PASSWORD_IN_URL = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
+
+
+def _scrub(text: str) -> str:
+    """A password in a Redis URL never reaches a log line."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _scrub(super().format(record))
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (ISO 8601 UTC), level, logger, message[, exc]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        line: dict[str, str] = {
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": _scrub(record.getMessage()),
+        }
+        if record.exc_info:
+            line["exc"] = _scrub(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False)
+
+
 class _Group(click.Group):
     """Turns Janus errors (Redis down mid-command, bad input) into one line and exit code 2."""
 
@@ -72,14 +105,24 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(__version__, "--version", prog_name="janus", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="JANUS_LOG_FORMAT",
+    help="Log lines as text or as one JSON object per line (ts, level, logger, message).",
+)
+def main(verbose: int, log_format: str) -> None:
     """Janus: a Redis-native distributed rate limiter and retry coordinator.
 
     Exit codes: 0 success; 1 a check found problems (policy check, doctor) or a job was not
     found; 2 bad usage, bad input, or Redis refused/unreachable; 3 a submit was rejected.
     """
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 @main.group()

@@ -253,3 +253,46 @@ def test_policy_diff_shows_what_apply_would_change_and_writes_nothing(
     assert diff.exit_code == 1, diff.output
     assert "interval_us: 200000 -> 50000" in diff.output, diff.output
     client.close()
+
+
+def test_log_format_json_gives_one_object_per_line_without_passwords(
+    standalone_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """`janus --log-format json worker ...`: each log line is a JSON object (ts, level,
+    logger, message); a password in a Redis URL is scrubbed from any message."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from janus.cli import _JsonFormatter, _TextFormatter
+
+    record = logging.LogRecord(
+        "janus.x", logging.WARNING, __file__, 1, "lost redis://app:s3cret@db:6379/0", (), None
+    )
+    for formatter in (_JsonFormatter(), _TextFormatter()):
+        text = formatter.format(record)
+        assert "s3cret" not in text and "redis://app:***@db:6379/0" in text
+    cmd = [sys.executable, "-m", "janus", "--log-format", "json", "worker", "nope"]
+    cmd += ["--handler", "examples.handlers:charge", "--group", "g"]
+    cmd += ["--redis", standalone_url, "--prefix", prefix]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+                if any("no applied policy" in x["message"] for x in lines):
+                    break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    warning = next(x for x in lines if "no applied policy" in x["message"])
+    assert warning["level"] == "warning" and warning["logger"] == "janus.worker"
+    assert warning["ts"].endswith("Z") and set(warning) == {"ts", "level", "logger", "message"}
