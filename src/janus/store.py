@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
@@ -78,18 +79,35 @@ def _retry() -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
 
 
+def _async_retry() -> AsyncRetry:
+    """:func:`_retry` for redis.asyncio (its clients need their own Retry class: the sync
+    one would never await the call it is meant to retry)."""
+    return AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
+
+
 _UNAVAILABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterError,  # "TTL exhausted": a slot migrating, redirects ran out
 )
 
 
 #: Error replies that mean "this server cannot serve now" (out of memory, a replica after a
 #: failover, a long script or a load in progress, a cluster reconfiguring): retry later.
 _TRANSIENT_REPLIES = frozenset(
-    {"OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}
+    {
+        "OOM",
+        "READONLY",
+        "BUSY",
+        "LOADING",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "NOREPLICAS",
+        "MISCONF",  # a failed RDB save stops writes until it succeeds
+    }
 )
 
 

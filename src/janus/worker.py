@@ -507,7 +507,6 @@ class Worker(WorkerCore):
                 "handler is an async def function: Worker.run runs handlers in threads and "
                 "would never await it; run it with an asyncio worker instead"
             )
-        self._stop.clear()
         restore = self._install_signals() if install_signals else None
         loop = _RunLoop(self, handler, concurrency)
         try:
@@ -516,6 +515,7 @@ class Worker(WorkerCore):
             loop.shutdown(grace_s)
             if restore:
                 restore()
+            self._stop.clear()  # at the end, not the start: a stop() before run() counts
         return self.stats
 
     def _install_signals(self) -> Callable[[], None] | None:
@@ -663,7 +663,7 @@ class _RunLoop:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            except JanusError as exc:
+            except Exception as exc:  # refused, or a bug: logged, never a dead reporter thread
                 log.error("report refused: %s", exc)
                 return
             for o, r in zip(batch, results, strict=True):
@@ -672,14 +672,21 @@ class _RunLoop:
             return
 
     def _heartbeats(self) -> None:
-        while not self.done.wait(max(self.lease_s / 3, 0.05)):
+        """Extend every held lease once a third of the lease has passed since the last
+        beat. The lease is known only once a job arrives, so the wait is re-read every
+        0.5 s at most: a short lease is never left for a default interval."""
+        last = time.monotonic()
+        while not self.done.wait(min(max(self.lease_s / 3, 0.05), 0.5)):
+            if time.monotonic() - last < max(self.lease_s / 3, 0.05):
+                continue
+            last = time.monotonic()
             with self.cond:
                 jobs = list(self.held.values())
             if not jobs:
                 continue
             try:
                 renewed = self.w.heartbeat_many(jobs)
-            except JanusError as exc:  # heartbeats go on; the leases may still be live
+            except Exception as exc:  # heartbeats go on; the leases may still be live
                 log.warning("heartbeat failed: %s", exc)
                 continue
             with self.cond:

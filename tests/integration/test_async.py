@@ -335,3 +335,71 @@ def test_cli_worker_runs_an_async_handler_and_stops_gracefully_on_sigterm(
     assert sorted(out.read_text().split()) == ["s0", "s1", "s2", "s3"]
     assert all(jn.job("pay", f"s{i}").status == "completed" for i in range(4))  # type: ignore[union-attr]
     jn.close()
+
+
+def test_cancelled_during_the_grace_the_worker_still_loses_no_job(
+    redis_url: str, prefix: str
+) -> None:
+    """stop(), then the caller gives up waiting before the grace is over (wait_for): the
+    cancel during the graceful shutdown cancels the handler, the heartbeats and the
+    reporter too (no task left renewing the lease), so the job is retried elsewhere."""
+
+    async def main() -> None:
+        jn = await _janus(redis_url, prefix)
+        await jn.submit("pay", scope="a", job_id="stuck")
+        started = asyncio.Event()
+
+        async def hang(job: LeasedJob) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        w1 = jn.worker("pay", group="g", consumer="w1")
+        task = asyncio.ensure_future(w1.run(hang, install_signals=False, grace_s=30))
+        await asyncio.wait_for(started.wait(), 20)
+        w1.stop()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 0.3)  # cancels run() in its 30 s grace
+        assert task.cancelled()
+        left = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+        assert not {n for n in left if "_AsyncRunLoop" in n}, left
+        w2 = jn.worker("pay", group="g", consumer="w2")
+        got: list[tuple[str, int]] = []
+
+        async def finish(job: LeasedJob) -> None:
+            got.append((job.id, job.attempt))
+            w2.stop()
+
+        await asyncio.wait_for(w2.run(finish, install_signals=False, grace_s=5), 30)
+        assert got == [("stuck", 2)]
+        await jn.close()
+
+    asyncio.run(main())
+
+
+def test_a_handler_that_lets_out_its_own_cancelled_error_fails_its_job(
+    standalone_url: str, prefix: str
+) -> None:
+    """A handler awaiting something another task cancelled raises CancelledError although
+    nobody cancelled the handler: its job is failed (kind CancelledError), not held for
+    ever, and the worker goes on to the next job."""
+
+    async def main() -> None:
+        jn = await _janus(standalone_url, prefix)
+        await jn.submit_many("pay", [Job(scope="a", job_id="bad"), Job(scope="a", job_id="ok")])
+        w = jn.worker("pay", group="g", consumer="w1")
+
+        async def handler(job: LeasedJob) -> None:
+            if job.id == "bad":
+                other = asyncio.ensure_future(asyncio.sleep(10))
+                other.cancel()
+                await other  # raises CancelledError into the handler
+            if w.stats.completed + w.stats.failed >= 1:
+                w.stop()
+
+        await asyncio.wait_for(w.run(handler, concurrency=1, install_signals=False), 30)
+        bad, ok = await jn.job("pay", "bad"), await jn.job("pay", "ok")
+        assert bad is not None and bad.last_error == "CancelledError"
+        assert ok is not None and ok.status == "completed"
+        await jn.close()
+
+    asyncio.run(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 
 import pytest
 
@@ -539,3 +540,48 @@ def test_function_flush_does_not_reach_workers(redis_url: str, prefix: str) -> N
     flush_library(jn.store.client)
     w.complete(job)
     assert jn.job("pay", "order-1").status == "completed"  # type: ignore[union-attr]
+
+
+SHORT_LEASE = """
+pay:
+  rate: 100
+  burst: 10
+  max_wait: 60s
+  lease: 2s
+  retention: 1h
+  retry: {max_attempts: 3, backoff: {base: 1s, factor: 2, max: 60s, jitter: none}}
+"""
+
+
+def test_run_keeps_a_short_lease_alive_from_the_first_job(
+    redis_url: str, prefix: str, api: str
+) -> None:
+    """Lease 2 s, handler 4 s, the very first job after start: heartbeats begin from the
+    lease the job came with (they used to wait a default 10 s first), so the job runs once
+    and completes; no lease is lost."""
+    jn = make_janus(redis_url, prefix, SHORT_LEASE)  # real time
+    jn.submit("pay", scope="t1", job_id="long")
+    w = jn.worker("pay", group="billing", consumer="w1")
+    runs: list[int] = []
+
+    def slow(job: LeasedJob) -> None:
+        runs.append(job.attempt)
+        time.sleep(4)
+
+    thread = _run_in_thread(w, slow)
+    wait_until(lambda: w.stats.completed + w.stats.lease_lost >= 1, 30, "the long job's report")
+    w.stop()
+    thread.join(30)
+    info = jn.job("pay", "long")
+    assert info is not None and (info.status, info.attempt) == ("completed", 1)
+    assert runs == [1] and w.stats.lease_lost == 0
+
+
+def test_a_stop_before_run_is_not_lost(redis_url: str, prefix: str, api: str) -> None:
+    """stop() called before run(): run() returns at once instead of running for ever."""
+    jn = make_janus(redis_url, prefix, BODY)
+    w = jn.worker("pay", group="billing", consumer="w1")
+    w.stop()
+    thread = _run_in_thread(w, lambda job: None)
+    thread.join(15)
+    assert not thread.is_alive()

@@ -56,7 +56,7 @@ class _Cluster(RedisCluster):
 async def connect(url: str, *, socket_timeout: float = 5.0) -> AnyAsyncRedis:
     """As :func:`janus.store.connect`: a Redis Cluster node is detected (HELLO)."""
     check_url(url)
-    options: dict[str, Any] = {"socket_timeout": socket_timeout, "retry": base._retry()}
+    options: dict[str, Any] = {"socket_timeout": socket_timeout, "retry": base._async_retry()}
     with base.guard(f"connecting to {redact(url)}"):
         probe = aredis.Redis.from_url(url, **options)
         try:
@@ -65,9 +65,7 @@ async def connect(url: str, *, socket_timeout: float = 5.0) -> AnyAsyncRedis:
             await probe.aclose()
         if base._hello_field(hello, "mode") != "cluster":
             return aredis.Redis.from_url(url, connection_class=_Connection, **options)
-        cluster = _Cluster.from_url(url, **options)
-        await cluster.initialize()
-        return cluster
+        return await _Cluster.from_url(url, **options).initialize()
 
 
 class AsyncStore(base.Prefixed):
@@ -168,12 +166,13 @@ class AsyncStore(base.Prefixed):
         if self.wait_replicas:
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
         replies = list(await pipe.execute(raise_on_error=False))
-        if self.wait_replicas and (acked := int(replies.pop())) < self.wait_replicas:
-            wanted, ms = self.wait_replicas, self.wait_timeout_ms
-            replies = [
-                r if isinstance(r, Exception) else base.not_replicated(c.what, acked, wanted, ms)
-                for c, r in zip(calls_, replies, strict=True)
-            ]
+        if not self.wait_replicas:
+            return replies
+        wait, wanted = replies.pop(), self.wait_replicas
+        if not isinstance(wait, Exception) and int(wait) < wanted:
+            wait = base.not_replicated("the call", int(wait), wanted, self.wait_timeout_ms)
+        if isinstance(wait, Exception):  # too few replicas, or WAIT refused (READONLY, ...)
+            return [r if isinstance(r, Exception) else wait for r in replies]
         return replies
 
     async def commands(self, c: Commands[R]) -> R:

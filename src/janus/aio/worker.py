@@ -65,7 +65,9 @@ class AsyncWorker(WorkerCore):
         self.store = store
         self._fetch_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._stop_requested = threading.Event()  # stop() from a thread before run() began
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
 
     # -- taking work ---------------------------------------------------------------------
 
@@ -97,7 +99,11 @@ class AsyncWorker(WorkerCore):
         if not local:
             waits.add(asyncio.ensure_future(self.store.wait_work(self.dependency, seconds)))
         try:
-            done, _ = await asyncio.wait(waits, timeout=seconds + (1.0 if not local else 0))
+            done, _ = await asyncio.wait(
+                waits,
+                timeout=seconds + (1.0 if not local else 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for future in done:
                 future.result()  # a failed wait raises here
         finally:
@@ -149,6 +155,7 @@ class AsyncWorker(WorkerCore):
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop fetching (from any thread); running jobs finish."""
+        self._stop_requested.set()
         loop = self._loop
         if loop is None or loop.is_closed():
             self._stop.set()
@@ -177,25 +184,35 @@ class AsyncWorker(WorkerCore):
             raise InvalidInput(f"concurrency must be an integer >= 1, got {concurrency!r}")
         if not callable(handler):
             raise InvalidInput(f"handler must be callable, got {type(handler).__name__}")
+        if self._running:
+            raise InvalidInput("this worker's run() is already running; make another worker")
+        self._running = True
         self._loop = asyncio.get_running_loop()
-        self._stop.clear()
+        if self._stop_requested.is_set():  # stop() came from a thread before the loop was known
+            self._stop.set()
         signals = install_signals and threading.current_thread() is threading.main_thread()
         for sig in (signal.SIGTERM, signal.SIGINT) if signals else ():
             self._loop.add_signal_handler(sig, self._signalled, sig)
         loop = _AsyncRunLoop(self, handler, concurrency)
         try:
-            await loop.run()
-        except asyncio.CancelledError:
+            try:
+                await loop.run()
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                await loop.shutdown(grace_s)
+                raise
+            else:
+                await loop.shutdown(grace_s)
+        except asyncio.CancelledError:  # cancelled while running or during the grace
             await loop.abort()
             raise
-        except BaseException:
-            await loop.shutdown(grace_s)
-            raise
-        else:
-            await loop.shutdown(grace_s)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT) if signals else ():
                 self._loop.remove_signal_handler(sig)
+            self._stop.clear()  # at the end, not the start: a stop() before run() counts
+            self._stop_requested.clear()
+            self._running = False
         return self.stats
 
     def _signalled(self, signum: int) -> None:
@@ -216,6 +233,7 @@ class _AsyncRunLoop:
         self.changed = asyncio.Event()  # a slot, an outcome or the stop flag changed
         self.done = asyncio.Event()  # no more handlers will run: reporter and beats drain
         self.lease_s = 30.0
+        self.cancelling = False  # set before this loop cancels its handler tasks
         self.reporter = asyncio.ensure_future(self._reports())
         self.beats = asyncio.ensure_future(self._heartbeats())
 
@@ -273,6 +291,12 @@ class _AsyncRunLoop:
                     result = await result
         except Retry as signalled:
             outcome = w.failed(job, signalled.error, signalled.retry_after_ms, signalled.detail)
+        except asyncio.CancelledError:
+            if self.cancelling:
+                raise  # we cancel it (shutdown without grace): no outcome; the lease expires
+            # The handler let out a CancelledError of its own (it awaited something that was
+            # cancelled): that is its failure, or the job would hold its slot for ever.
+            outcome = w.failed(job, "CancelledError", None, traceback.format_exc())
         except Exception as exc:  # the handler's failure is the job's outcome
             kind = type(exc).__name__[:MAX_ERROR_KIND]
             outcome = w.failed(job, kind, None, traceback.format_exc())
@@ -328,7 +352,7 @@ class _AsyncRunLoop:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            except JanusError as exc:
+            except Exception as exc:  # refused, or a bug: logged, never a dead reporter
                 log.error("report refused: %s", exc)
                 return
             for o, r in zip(batch, results, strict=True):
@@ -337,13 +361,19 @@ class _AsyncRunLoop:
             return
 
     async def _heartbeats(self) -> None:
-        while not await _sleep_unless(self.done, max(self.lease_s / 3, 0.05)):
+        """Extend every held lease once a third of the lease has passed since the last beat
+        (re-read every 0.5 s at most: the lease is known only once a job arrives)."""
+        last = time.monotonic()
+        while not await _sleep_unless(self.done, min(max(self.lease_s / 3, 0.05), 0.5)):
+            if time.monotonic() - last < max(self.lease_s / 3, 0.05):
+                continue
+            last = time.monotonic()
             jobs = list(self.held.values())
             if not jobs:
                 continue
             try:
                 renewed = await self.w.heartbeat_many(jobs)
-            except JanusError as exc:  # heartbeats go on; the leases may still be live
+            except Exception as exc:  # heartbeats go on; the leases may still be live
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for job in renewed:
@@ -370,9 +400,11 @@ class _AsyncRunLoop:
         self.held.clear()
         self.done.set()
         self.changed.set()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.reporter, 5.0)
+        await asyncio.wait({self.reporter}, timeout=5.0)
         self.beats.cancel()
+        if not self.reporter.done():  # stuck on Redis: stop it, send what it held, bounded
+            self.reporter.cancel()
+            await self._flush_bounded()
         if not abandoned:
             try:
                 await self.w.forget()
@@ -380,21 +412,30 @@ class _AsyncRunLoop:
                 log.debug("could not remove consumer %r: %s", self.w.consumer, exc)
 
     async def abort(self) -> None:
-        """run() was cancelled: cancel handlers and helpers, send finished outcomes."""
+        """run() was cancelled: cancel handlers and helpers (at once, before any await, so
+        a second cancel cannot leave a heartbeat renewing a lease), send finished outcomes."""
         self.w._stop.set()
-        await self._cancel_handlers()
+        self.done.set()
         self.reporter.cancel()
         self.beats.cancel()
-        await asyncio.gather(self.reporter, self.beats, return_exceptions=True)
-        # Outcomes keep their report ids: re-sending the batch in flight is safe.
-        finished, self.outbox = self.sending + self.outbox, []
+        self.cancelling = True
+        for task in self.running:
+            task.cancel()
+        await asyncio.gather(self.reporter, self.beats, *self.running, return_exceptions=True)
+        await self._flush_bounded()
+
+    async def _flush_bounded(self) -> None:
+        """Send the batch that was in flight and the finished outcomes, bounded in time.
+        Outcomes keep their report ids: re-sending the batch in flight is safe."""
+        finished, self.outbox, self.sending = self.sending + self.outbox, [], []
         if finished:
             try:
                 await asyncio.wait_for(self.w.report(finished), CANCEL_FLUSH_S)
             except (JanusError, asyncio.TimeoutError) as exc:
-                log.warning("cancelled: %d outcome(s) not reported: %s", len(finished), exc)
+                log.warning("stopping: %d outcome(s) not reported: %s", len(finished), exc)
 
     async def _cancel_handlers(self) -> None:
+        self.cancelling = True
         for task in self.running:
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)
