@@ -122,7 +122,8 @@ def main(verbose: int, log_format: str) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     handler = logging.StreamHandler()
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # No force: a host that configured logging already (an embedding app, pytest) keeps it.
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 @main.group()
