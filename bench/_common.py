@@ -5,7 +5,7 @@ Not a benchmark itself. Each ``bench/<name>.py`` is run as a script
 ``import _common`` finds this file; worker processes started with ``spawn`` inherit that path.
 
 * :func:`redis_under_test`: ONE throwaway ``redis-server`` (or a 3-master cluster) through
-  :mod:`janus.embedded`, never a Redis someone else runs;
+  :mod:`janus.testing`, never a Redis someone else runs;
 * :class:`Admin`: plain connections to every server for INFO / MEMORY, so that they never
   share Janus's pools; :data:`Stats` and the helpers :func:`delta`, :func:`add_delta`,
   :func:`stats_delta`, :func:`add_stats` turn ``INFO commandstats`` readings into deltas;
@@ -42,8 +42,8 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster as ClusterClient
 
-from janus.embedded import RedisCluster, RedisServer
 from janus.store import AnyRedis
+from janus.testing import RedisCluster, RedisServer
 
 #: The 100-byte payload of every benchmark job.
 PAYLOAD = bytes(range(100))
@@ -377,10 +377,10 @@ def parser_name(client: AnyRedis) -> str:
 
 
 def redis_line(admin: Admin, url: str, cluster: bool = False) -> str:
-    """``redis-server <versions>, <standalone | 3-master cluster> (janus.embedded, ...)``."""
+    """``redis-server <versions>, <standalone | 3-master cluster> (janus.testing, ...)``."""
     kind = "3-master cluster" if cluster else "standalone"
     return (
-        f"redis-server {', '.join(admin.versions())}, {kind} (janus.embedded, persistence off) "
+        f"redis-server {', '.join(admin.versions())}, {kind} (janus.testing, persistence off) "
         f"at {url}"
     )
 

@@ -5,7 +5,7 @@ Run::
     .venv/bin/python bench/admission.py [--cluster] [--quick] [--json PATH] [--no-fail]
 
 It starts ONE throwaway ``redis-server`` (or, with ``--cluster``, a 3-master cluster) through
-:mod:`janus.embedded`, never a Redis someone else runs, and measures every figure and every
+:mod:`janus.testing`, never a Redis someone else runs, and measures every figure and every
 baseline against that same server, in the same run. Janus's Lua is one Redis Functions
 library (:func:`janus.scripts.library`); every probe below calls a function with FCALL in the
 store's own call shape (``client.fcall(name, len(keys), *keys, *args)``). The baselines that

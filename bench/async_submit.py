@@ -5,7 +5,7 @@ Run::
     .venv/bin/python bench/async_submit.py [--cluster] [--quick] [--json PATH] [--no-fail]
 
 It starts ONE throwaway ``redis-server`` (or a 3-master cluster) through
-:mod:`janus.embedded` and measures, in the same run and against the same server:
+:mod:`janus.testing` and measures, in the same run and against the same server:
 
 * **sync, sequential**: one thread calling ``Janus.submit`` in a loop (one round trip per
   job: what a producer without asyncio does);

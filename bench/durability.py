@@ -30,8 +30,8 @@ import redis
 
 from _common import Report, bench_main, finish, log, pct
 from janus.client import Janus, Job
-from janus.embedded import RedisServer
 from janus.policy import parse_policy_text
+from janus.testing import RedisServer
 
 POLICY = """
 dependencies:

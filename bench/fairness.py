@@ -4,7 +4,7 @@ Run::
 
     .venv/bin/python bench/fairness.py [--quick]
 
-It starts ONE throwaway ``redis-server`` through :mod:`janus.embedded` (never a Redis someone
+It starts ONE throwaway ``redis-server`` through :mod:`janus.testing` (never a Redis someone
 else runs) and measures against it, mostly with EXPLICIT time: a clock object given with
 ``janus.testing.with_clock(jn, clock)`` (its policies are applied in test mode, so the
 scripts take that time and never read Redis TIME), as ``tests/integration/test_fairness.py``

@@ -4,7 +4,7 @@ Run::
 
     .venv/bin/python bench/retry_storm.py [--quick]
 
-It starts ONE throwaway ``redis-server`` through :mod:`janus.embedded` (never a Redis someone
+It starts ONE throwaway ``redis-server`` through :mod:`janus.testing` (never a Redis someone
 else runs) and plays the outage of ``tests/integration/test_outage.py`` in REAL time, twice in
 the same run against that server: first the naive baseline, then Janus.
 

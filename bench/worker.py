@@ -5,7 +5,7 @@ Run::
     .venv/bin/python bench/worker.py [--cluster] [--quick] [--json PATH] [--no-fail]
 
 It starts ONE throwaway ``redis-server`` (or, with ``--cluster``, a 3-master cluster) through
-:mod:`janus.embedded`, never a Redis someone else runs, and a pool of 4 worker PROCESSES
+:mod:`janus.testing`, never a Redis someone else runs, and a pool of 4 worker PROCESSES
 (``multiprocessing`` with the ``spawn`` start method), started once and reused by every run.
 
 **What is measured.** N jobs (100-byte payloads, 8 scopes) go through the whole life of a job

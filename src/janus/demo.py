@@ -46,9 +46,9 @@ from rich.text import Text
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.decisions import FetchResult, LeasedJob
-from janus.embedded import RedisCluster, RedisServer
 from janus.measure import Release, by_scope, check_rate
 from janus.policy import parse_policy_text
+from janus.testing import RedisCluster, RedisServer
 from janus.worker import Retry, Worker
 
 DEMO_POLICY = """

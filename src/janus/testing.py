@@ -1,5 +1,11 @@
-"""Public test helpers: an explicit clock for deterministic tests of Janus against a real
-Redis, and throwaway servers (re-exported from :mod:`janus.embedded`).
+"""Public test helpers: throwaway real Redis servers and an explicit clock, for
+deterministic tests of Janus against a real Redis.
+
+:class:`RedisServer` (a ``redis-server`` child process on a free loopback port, with its own
+temporary directory) and :class:`RedisCluster` (three or more of them joined into a Redis
+Cluster) stop themselves on exit, at interpreter exit and, on Linux, when this process dies;
+:func:`free_port` picks the port. They need the ``redis-server`` binary only (no Docker) and
+are administered through redis-py (defined in :mod:`janus._servers`).
 
 The only clock in production is Redis's ``TIME``: no public constructor takes a clock, and
 the scripts refuse an explicit time for any dependency whose policy was not applied in
@@ -22,17 +28,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from janus._servers import (
+    INSTALL_HINT,
+    RedisCluster,
+    RedisServer,
+    find_redis_server,
+    free_port,
+)
 from janus.aio import AsyncJanus
 from janus.client import Janus
-from janus.embedded import RedisCluster, RedisServer, free_port
 
 __all__ = [
+    "INSTALL_HINT",
     "T0_US",
     "FakeClock",
     "RedisCluster",
     "RedisServer",
     "connect",
     "connect_async",
+    "find_redis_server",
     "free_port",
 ]
 

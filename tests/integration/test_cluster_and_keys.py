@@ -133,7 +133,7 @@ def test_every_key_has_a_ttl_or_is_bounded_by_its_work(
 
 def test_cluster_spreads_dependencies_over_shards(cluster_server: object, prefix: str) -> None:
     """Several dependencies land on several masters, each wholly on one."""
-    from janus.embedded import RedisCluster
+    from janus.testing import RedisCluster
 
     assert isinstance(cluster_server, RedisCluster)
     names = [f"dep{i}" for i in range(12)]

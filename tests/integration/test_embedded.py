@@ -1,7 +1,8 @@
-"""The throwaway redis-server processes (janus.embedded) and the shared fixtures work."""
+"""The throwaway redis-server processes (janus.testing) and the shared fixtures work."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import socket
@@ -12,16 +13,19 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from janus.embedded import (
+from janus.errors import EmbeddedRedisError
+from janus.testing import (
     INSTALL_HINT,
     RedisCluster,
     RedisServer,
-    _send,
     find_redis_server,
     free_port,
 )
-from janus.errors import EmbeddedRedisError
+
+from tests import conftest
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
 
@@ -47,22 +51,29 @@ def _port_refuses(port: int) -> bool:
     return False
 
 
-def test_standalone_answers_ping_on_loopback_without_persistence(
-    standalone_server: RedisServer,
-) -> None:
-    """The session server answers PING, listens on 127.0.0.1 only and never snapshots."""
-    assert standalone_server.host == "127.0.0.1"
-    assert standalone_server.url == f"redis://127.0.0.1:{standalone_server.port}/0"
-    assert _send("127.0.0.1", standalone_server.port, "PING") == b"PONG"
-    client = redis.Redis.from_url(standalone_server.url)
-    try:
+def _client(server: RedisServer, timeout: float = 2.0) -> redis.Redis:
+    """A client that fails fast (no retries) when the server does not answer."""
+    return redis.Redis(
+        host=server.host,
+        port=server.port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+
+
+def test_standalone_answers_ping_on_loopback_without_persistence() -> None:
+    """A started server answers PING, listens on 127.0.0.1 only and never snapshots; the
+    process answering is the one it started."""
+    with RedisServer.start() as server, _client(server) as client:
+        assert server.host == "127.0.0.1"
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
         assert client.ping()
         assert client.config_get("bind")["bind"] == "127.0.0.1"
         assert client.config_get("save")["save"] == ""
         assert client.config_get("appendonly")["appendonly"] == "no"
-        assert client.info("server")["process_id"] == standalone_server.pid
-    finally:
-        client.close()
+        assert client.info("server")["process_id"] == server.pid
 
 
 def test_stop_really_stops_the_process_and_is_idempotent() -> None:
@@ -120,12 +131,12 @@ def test_restart_after_crash_keeps_appendonly_data() -> None:
 def test_pause_freezes_and_resume_unfreezes() -> None:
     """pause() makes the server stop answering (SIGSTOP); resume() brings it back; stop()
     works even on a paused server."""
-    with RedisServer.start() as server:
+    with RedisServer.start() as server, _client(server, timeout=0.3) as client:
         server.pause()
-        with pytest.raises(OSError):
-            _send(server.host, server.port, "PING", timeout=0.3)
+        with pytest.raises(redis.TimeoutError):
+            client.ping()
         server.resume()
-        assert _send(server.host, server.port, "PING") == b"PONG"
+        assert client.ping()
         server.pause()
         server.stop()
         assert not server.running
@@ -138,13 +149,13 @@ def test_cluster_has_three_masters_covering_every_slot(cluster_server: RedisClus
     assert cluster_server.url == f"redis://127.0.0.1:{cluster_server.ports[0]}"
     covered: set[int] = set()
     for node in cluster_server.nodes:
-        info = _send(node.host, node.port, "CLUSTER", "INFO")
-        assert isinstance(info, bytes)
-        assert b"cluster_state:ok" in info
-        assert b"cluster_slots_assigned:16384" in info
-    nodes_reply = _send(cluster_server.nodes[0].host, cluster_server.ports[0], "CLUSTER", "NODES")
-    assert isinstance(nodes_reply, bytes)
-    masters = [line for line in nodes_reply.decode().splitlines() if "master" in line.split()[2]]
+        with _client(node) as client:
+            info = client.execute_command("CLUSTER", "INFO")
+        assert "cluster_state:ok" in info
+        assert "cluster_slots_assigned:16384" in info
+    with _client(cluster_server.nodes[0]) as client:
+        nodes_reply = client.execute_command("CLUSTER", "NODES")
+    masters = [line for line in nodes_reply.splitlines() if "master" in line.split()[2]]
     assert len(masters) == 3
     for line in masters:
         for slot_range in line.split()[8:]:
@@ -220,7 +231,7 @@ def test_no_server_outlives_the_python_process(tmp_path: os.PathLike[str]) -> No
     """A process that starts servers and exits without stopping them leaves none behind."""
     script = textwrap.dedent(
         """
-        from janus.embedded import RedisServer
+        from janus.testing import RedisServer
         server = RedisServer.start()
         print(server.pid, flush=True)
         raise SystemExit(0)  # no stop(): the atexit hook must do it
@@ -234,3 +245,63 @@ def test_no_server_outlives_the_python_process(tmp_path: os.PathLike[str]) -> No
     while not _process_gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _process_gone(pid)
+
+
+def test_janus_embedded_is_a_deprecated_alias_of_janus_testing() -> None:
+    """Old imports keep working: janus.embedded warns and hands out the same classes."""
+    with pytest.warns(DeprecationWarning, match=r"janus\.testing"):
+        import janus.embedded
+
+        embedded = importlib.reload(janus.embedded)
+    assert embedded.RedisServer is RedisServer
+    assert embedded.RedisCluster is RedisCluster
+    assert embedded.free_port is free_port
+
+
+def test_docker_opt_in_fails_loudly_when_no_engine_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JANUS_TEST_DOCKER=1 with no Docker engine: starting the standalone fixture's server
+    FAILS the test with the reason and both ways out; it never falls back to the binary."""
+    monkeypatch.setenv(conftest.DOCKER_ENV, "1")
+    monkeypatch.setattr(conftest, "docker_engine_problem", lambda: "no Docker engine (fake)")
+    monkeypatch.setattr(RedisServer, "start", _must_not_be_called)
+    with pytest.raises(pytest.fail.Exception) as info:
+        conftest._start_or_fail(conftest.standalone_start())
+    message = str(info.value)
+    assert "JANUS_TEST_DOCKER=1 asks for a Redis container" in message
+    assert "no Docker engine (fake)" in message
+    assert "Start a Docker engine" in message and "unset JANUS_TEST_DOCKER" in message
+
+
+def test_docker_probe_asks_testcontainers_own_client(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    """The probe pings through testcontainers' Docker client: pointed at a socket where no
+    engine listens, it says that no engine answers (and raises nothing)."""
+    import testcontainers.core.docker_client as tc_docker
+
+    sock = f"unix://{tmp_path}/no-docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", sock)  # restored after: DockerClient() rewrites it
+    monkeypatch.setattr(tc_docker, "get_docker_host", lambda: sock)  # over ~/.testcontainers*
+    problem = conftest.docker_engine_problem()
+    assert problem is not None and problem.startswith("no Docker engine answers"), problem
+
+
+def test_without_the_opt_in_the_standalone_server_is_the_binary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JANUS_TEST_DOCKER unset, "0" or empty: the fixture starts the binary; "1": the
+    container."""
+    for value in (None, "0", ""):
+        if value is None:
+            monkeypatch.delenv(conftest.DOCKER_ENV, raising=False)
+        else:
+            monkeypatch.setenv(conftest.DOCKER_ENV, value)
+        assert conftest.standalone_start() == RedisServer.start, value
+    monkeypatch.setenv(conftest.DOCKER_ENV, "1")
+    assert conftest.standalone_start() is conftest.start_container
+
+
+def _must_not_be_called(*args: object, **kwargs: object) -> None:
+    raise AssertionError("must not be called")

@@ -15,8 +15,8 @@ import redis
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.decisions import LeasedJob
-from janus.embedded import RedisServer, free_port
 from janus.errors import RedisUnavailable
+from janus.testing import RedisServer, free_port
 
 from tests.helpers import FakeClock, flush_library, library_loaded, make_janus, snapshot, wait_until
 

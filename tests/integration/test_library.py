@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from janus import scripts
 from janus.cli import main
 from janus.client import Janus, Job
-from janus.embedded import RedisCluster, RedisServer
 from janus.policy import parse_policy_text
+from janus.testing import RedisCluster, RedisServer
 
 from tests.helpers import library_loaded, policy, wait_until
 

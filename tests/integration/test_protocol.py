@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from janus import scripts
 from janus.cli import main
-from janus.embedded import RedisServer
+from janus.testing import RedisServer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 POLICY = """\

@@ -22,9 +22,9 @@ import pytest
 import redis
 
 from janus.client import Janus
-from janus.embedded import RedisServer
 from janus.errors import NotReplicated, RedisUnavailable
 from janus.policy import parse_policy_text
+from janus.testing import RedisServer
 
 from tests.helpers import policy, wait_until
 

@@ -25,9 +25,9 @@ import pytest
 
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
-from janus.embedded import RedisServer
 from janus.errors import JanusError, RedisOutOfMemory
 from janus.measure import Release, by_scope, check_rate
+from janus.testing import RedisServer
 from janus.worker import Worker
 
 from tests.helpers import make_janus, wait_until

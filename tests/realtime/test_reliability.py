@@ -40,8 +40,8 @@ from janus import worker as worker_module
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
 from janus.decisions import JobInfo, LeasedJob, parse_job
-from janus.embedded import RedisServer
 from janus.keys import Keys
+from janus.testing import RedisServer
 from janus.worker import Worker, WorkerStats
 
 from tests.helpers import flush_library, make_janus, wait_until
