@@ -50,8 +50,9 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from janus import calls
 from janus.calls import Op, Outcome
@@ -67,6 +68,9 @@ from janus.errors import (
 )
 from janus.keys import Keys, check_dependency
 from janus.store import Store
+
+if TYPE_CHECKING:
+    from janus.worker_metrics import HandlerOutcome, WorkerMetrics
 
 log = logging.getLogger("janus.worker")
 
@@ -148,7 +152,7 @@ class _KeyedStore(Protocol):
 class WorkerCore:
     """What :class:`Worker` and :class:`janus.aio.AsyncWorker` share: input checks, the
     operations of fetch, heartbeat and report (built by :mod:`janus.calls`), outcomes,
-    counters. Pure: the two workers only send these through their store."""
+    counters and metrics. Pure: the two workers only send these through their store."""
 
     def __init__(
         self,
@@ -157,6 +161,7 @@ class WorkerCore:
         *,
         group: str,
         consumer: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         check_dependency(dependency)
         for kind, value in (("group", group), ("consumer", consumer)):
@@ -176,6 +181,9 @@ class WorkerCore:
         self.consumer = consumer or default_consumer()
         self._clock: Clock | None = None  # janus.testing only (see janus.client)
         self.stats = WorkerStats()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.declare(dependency)
         self._keys = store.keys(dependency)
         self._pending_fetch: str | None = None
         self._warned_unknown = False
@@ -252,6 +260,10 @@ class WorkerCore:
         if not jobs:
             return []
         results = yield calls.heartbeat(self._keys, jobs, self._now())
+        if self.metrics is not None:
+            for job, r in zip(jobs, results, strict=True):
+                if not r.ok:
+                    self.metrics.lease_lost(job)
         return [
             dataclasses.replace(job, lease_deadline_ms=r.lease_deadline_ms)
             if r.ok
@@ -309,6 +321,17 @@ class WorkerCore:
         self._check(job)
         return Outcome(job, "completed", uuid.uuid4().hex, actual_cost=_actual(actual_cost))
 
+    def retry_outcome(self, job: LeasedJob, signalled: Retry) -> Outcome:
+        """The outcome of a handler's ``raise Retry(...)``. A Retry this client refuses
+        (an empty error kind, a negative retry_after_ms) still fails the job, as
+        ``InvalidRetry`` with the reason in its detail: an outcome that could not be built
+        would leave the job held, its lease renewed, for ever."""
+        try:
+            return self.failed(job, signalled.error, signalled.retry_after_ms, signalled.detail)
+        except InvalidInput as exc:
+            log.error("job %s: the handler raised an invalid Retry: %s", job.id, exc)
+            return self.failed(job, "InvalidRetry", None, f"{signalled!r}: {exc}")
+
     def failed(
         self,
         job: LeasedJob,
@@ -365,12 +388,33 @@ class WorkerCore:
             self.stats.failed += 1
         else:
             self.stats.returned += 1
+        if self.metrics is not None:
+            if result.ok:
+                self.metrics.reported(self.dependency, outcome.kind)
+            else:
+                self.metrics.lease_lost(outcome.job)
+
+    # -- metrics (None: nothing measured) ---------------------------------------------------
+
+    def _timed_fetch(self) -> AbstractContextManager[object]:
+        """Around one fetch call (inside the fetch lock: the call, not the wait for it)."""
+        return nullcontext() if self.metrics is None else self.metrics.time_fetch(self.dependency)
+
+    def _handler_started(self) -> float:
+        return 0.0 if self.metrics is None else self.metrics.handler_started(self.dependency)
+
+    def _handler_ended(self, started: float, outcome: HandlerOutcome | None) -> None:
+        """A handler ended: ``outcome`` is how (None: cancelled by a shutdown, no return)."""
+        if self.metrics is not None:
+            self.metrics.handler_ended(self.dependency, started, outcome)
 
 
 class Worker(WorkerCore):
     """One consumer of a dependency, in a consumer group (a pool of workers of one
     deployment; many consumers per group). Thread-safe. (For asyncio:
-    :class:`janus.aio.AsyncWorker`, the same API awaited, handlers run as tasks.)"""
+    :class:`janus.aio.AsyncWorker`, the same API awaited, handlers run as tasks.)
+    ``metrics``: a :class:`janus.worker_metrics.WorkerMetrics` to measure this worker into
+    (None: nothing measured)."""
 
     def __init__(
         self,
@@ -379,8 +423,9 @@ class Worker(WorkerCore):
         *,
         group: str,
         consumer: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
-        super().__init__(store, dependency, group=group, consumer=consumer)
+        super().__init__(store, dependency, group=group, consumer=consumer, metrics=metrics)
         self.store = store
         self._stop = threading.Event()
         self._fetch_lock = threading.Lock()
@@ -409,7 +454,7 @@ class Worker(WorkerCore):
         """One fetch call, with what it says about the dependency (see :class:`FetchResult`).
         A fetch whose answer was lost (RedisUnavailable) is re-sent with the same fetch id by
         the next call, which then returns the jobs that fetch took."""
-        with self._fetch_lock:
+        with self._fetch_lock, self._timed_fetch():
             return self.store.drive(self._fetch_op(count))
 
     def wait_for_work(self, last: FetchResult, timeout_s: float) -> None:
@@ -600,6 +645,8 @@ class _RunLoop:
 
     def _execute(self, job: LeasedJob) -> None:
         w = self.w
+        started = w._handler_started()
+        ended: HandlerOutcome | None = None  # how the handler ended, for the metrics
         try:
             result = self.handler(job)
             if inspect.isawaitable(result):
@@ -610,12 +657,17 @@ class _RunLoop:
                     "(use an asyncio worker for async handlers)"
                 )
         except Retry as signalled:
-            outcome = w.failed(job, signalled.error, signalled.retry_after_ms, signalled.detail)
+            ended = "failed"
+            outcome = w.retry_outcome(job, signalled)
         except Exception as exc:  # the handler's failure is the job's outcome
+            ended = "error"
             kind = type(exc).__name__[:MAX_ERROR_KIND]
             outcome = w.failed(job, kind, None, traceback.format_exc())
         else:
+            ended = "completed"
             outcome = w.completed(job)
+        finally:
+            w._handler_ended(started, ended)
         self._finish(outcome)
 
     def _finish(self, outcome: Outcome) -> None:

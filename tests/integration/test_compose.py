@@ -259,6 +259,13 @@ def test_prometheus_scrapes_the_ports_the_services_listen_on(
     }
     assert targets == {f"exporter:{exporter_port}", f"coordinator:{coordinator_port}"}
     assert set(_depends_on(prom)) >= {"exporter", "coordinator"}
+    # Every worker replica, found by DNS, on the port it serves (on all interfaces: another
+    # container scrapes it).
+    worker = _janus_command(services["worker"])
+    (dns,) = [d for job in config["scrape_configs"] for d in job.get("dns_sd_configs", [])]
+    assert dns["names"] == ["worker"] and dns["type"] == "A"
+    assert str(dns["port"]) == _option(worker, "--metrics-port")
+    assert _option(worker, "--metrics-host") == "0.0.0.0"
 
 
 # -- the producer ----------------------------------------------------------------------------

@@ -585,3 +585,33 @@ def test_a_stop_before_run_is_not_lost(redis_url: str, prefix: str, api: str) ->
     thread = _run_in_thread(w, lambda job: None)
     thread.join(15)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "bad", [Retry(""), Retry("http_503", retry_after_ms=-5), Retry("x" * 500)], ids=repr
+)
+def test_an_invalid_retry_still_fails_the_job(
+    redis_url: str, prefix: str, api: str, bad: Retry
+) -> None:
+    """A handler that raises a Retry the client refuses (empty kind, negative Retry-After,
+    a kind too long) still ends its attempt: failed as InvalidRetry with the reason in the
+    detail. Without that the job would stay held, its lease renewed, and never run again."""
+    jn = make_janus(redis_url, prefix, BODY)  # real time
+    jn.submit("pay", scope="t1", job_id="j1")
+
+    def handler(job: LeasedJob) -> None:
+        raise bad
+
+    w = jn.worker("pay", group="billing", consumer="w1")
+    thread = _run_in_thread(w, handler)
+    try:
+        wait_until(lambda: w.stats.failed == 1, 30, "the attempt's failure")
+    finally:
+        w.stop()
+        thread.join(30)
+    info = jn.job("pay", "j1")
+    assert info is not None and info.last_error == "InvalidRetry"
+    assert "error must be" in str(info.history[-1]["detail"]) or "retry_after_ms" in str(
+        info.history[-1]["detail"]
+    )
+    assert jn.store.stream_counts("pay") == {"billing": (0, 0)}

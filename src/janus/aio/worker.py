@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from janus.aio.store import AsyncStore
 from janus.calls import Outcome
@@ -48,6 +49,9 @@ from janus.worker import (
     is_async_handler,
 )
 
+if TYPE_CHECKING:
+    from janus.worker_metrics import HandlerOutcome, WorkerMetrics
+
 log = logging.getLogger("janus.worker")
 #: How long a cancelled run() still tries to send outcomes that had finished.
 CANCEL_FLUSH_S = 2.0
@@ -55,13 +59,19 @@ CANCEL_FLUSH_S = 2.0
 
 class AsyncWorker(WorkerCore):
     """One consumer of a dependency in a consumer group, for asyncio (see
-    :class:`janus.Worker`). Use it from one event loop; :meth:`stop` may be called from any
-    thread."""
+    :class:`janus.Worker`, also for ``metrics``). Use it from one event loop; :meth:`stop`
+    may be called from any thread."""
 
     def __init__(
-        self, store: AsyncStore, dependency: str, *, group: str, consumer: str | None = None
+        self,
+        store: AsyncStore,
+        dependency: str,
+        *,
+        group: str,
+        consumer: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
-        super().__init__(store, dependency, group=group, consumer=consumer)
+        super().__init__(store, dependency, group=group, consumer=consumer, metrics=metrics)
         self.store = store
         self._fetch_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -89,7 +99,8 @@ class AsyncWorker(WorkerCore):
         """See :meth:`janus.Worker.fetch_result`."""
         self._check_count(count)
         async with self._fetch_lock:
-            return await self.store.drive(self._fetch_op(count))
+            with self._timed_fetch():
+                return await self.store.drive(self._fetch_op(count))
 
     async def wait_for_work(self, last: FetchResult, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until work may be there; :meth:`stop` ends it."""
@@ -282,6 +293,8 @@ class _AsyncRunLoop:
 
     async def _execute(self, job: LeasedJob) -> None:
         w = self.w
+        started = w._handler_started()
+        ended: HandlerOutcome | None = None  # how the handler ended, for the metrics
         try:
             if self.is_async:
                 result = await self.handler(job)  # type: ignore[misc]
@@ -290,19 +303,25 @@ class _AsyncRunLoop:
                 if inspect.isawaitable(result):
                     result = await result
         except Retry as signalled:
-            outcome = w.failed(job, signalled.error, signalled.retry_after_ms, signalled.detail)
+            ended = "failed"
+            outcome = w.retry_outcome(job, signalled)
         except asyncio.CancelledError:
             if self.cancelling:
                 raise  # we cancel it (shutdown without grace): no outcome; the lease expires
             # The handler let out a CancelledError of its own (it awaited something that was
             # cancelled): that is its failure, or the job would hold its slot for ever.
+            ended = "error"
             outcome = w.failed(job, "CancelledError", None, traceback.format_exc())
         except Exception as exc:  # the handler's failure is the job's outcome
+            ended = "error"
             kind = type(exc).__name__[:MAX_ERROR_KIND]
             outcome = w.failed(job, kind, None, traceback.format_exc())
         else:
             del result
+            ended = "completed"
             outcome = w.completed(job)
+        finally:
+            w._handler_ended(started, ended)
         self._finish(outcome)
 
     def _finish(self, outcome: Outcome) -> None:
