@@ -16,7 +16,9 @@
 -- woken if that is earlier than it planned to look). It is rejected, with nothing kept,
 -- when its scope's waiting line is full (max_queued / max_queued_cost: scope_queue_full),
 -- or the estimated wait exceeds max_wait (max_wait_exceeded, or quota_exhausted /
--- circuit_open / dependency_paused when that is what holds it). The quota counts the
+-- circuit_open / dependency_paused when that is what holds it: a Retry-After or a pause by
+-- hand, include/holds.lua), or the dependency is being deleted (dependency_deleted: its
+-- waiting work drains, delete.lua). The quota counts the
 -- scope's waiting work too and fits it into later windows; with on_exhausted: wait the
 -- quota's wait is not bounded by max_wait. A job id that already exists returns that job's state and changes
 -- nothing, so a repeated call is a no-op.
@@ -41,8 +43,8 @@
 -- state. status: "ready" (its scope allows it now and nothing known holds it: the next
 -- worker that asks may take it) | "scheduled" (waits until at least not_before_ms) |
 -- "rejected"; reason: "" | "unknown_dependency" | "max_wait_exceeded" | "circuit_open" |
--- "dependency_paused" | "scope_queue_full" | "quota_exhausted"; retry_after_ms: -1 when
--- there is none; created: 1 if this call created the job, 0 if it already existed; state:
+-- "dependency_paused" | "scope_queue_full" | "quota_exhausted" | "dependency_deleted";
+-- retry_after_ms: -1 when there is none (held until resumed, being deleted); created: 1 if this call created the job, 0 if it already existed; state:
 -- the job record's status ("" when rejected).
 -- Raises (nothing written) "JANUS_INVALID <index> <detail>" when a job's cost exceeds
 -- max_cost or its payload exceeds max_payload.
@@ -117,6 +119,10 @@ end
 local HORIZON = 100 * 365 * 86400 * 1000000
 
 local function reject(reason, at)
+  if at >= HOLD_FOREVER then  -- held until resumed by hand: no time to give
+    emit('rejected', reason, 0, -1, 0, 0, '')
+    return
+  end
   at = math.min(at, now + HORIZON)
   emit('rejected', reason, math.ceil(at / 1000), math.ceil((at - now) / 1000), 0, 0, '')
 end
@@ -137,6 +143,8 @@ for i = 1, count do
       status = 'scheduled'
     end
     emit(status, '', nb, -1, 0, tonumber(existing[3]) or 0, st)
+  elseif policy.deleting == 1 then
+    emit('rejected', 'dependency_deleted', 0, -1, 0, 0, '')  -- draining (delete.lua)
   else
     local sc = scope_get(ctx, scope_enc)
     local lim = sc.lim
@@ -169,6 +177,10 @@ for i = 1, count do
       if circuit_at and ctx.circuit.state == 'open' then
         bounded = math.max(bounded, circuit_at)
       end
+      local held = math.max(ctx.hold, sc.hold)  -- a pause by hand (include/holds.lua)
+      if held > now then
+        bounded = math.max(bounded, held)
+      end
       -- max_wait bounds every wait, the quota's too unless the policy says on_exhausted:
       -- wait (then the job is held until its quota admits it, however long).
       local not_before = math.max(bounded, q_at)
@@ -177,7 +189,9 @@ for i = 1, count do
       end
       if bounded - now > policy.max_wait_ms * 1000 then
         local reason = 'max_wait_exceeded'
-        if circuit_at and ctx.circuit.state == 'open' and circuit_at >= bounded then
+        if held > now and held >= bounded then
+          reason = 'dependency_paused'
+        elseif circuit_at and ctx.circuit.state == 'open' and circuit_at >= bounded then
           reason = 'circuit_open'
         elseif lim.q_wait == 0 and q_at >= bounded and q_at > now then
           reason = 'quota_exhausted'

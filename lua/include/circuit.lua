@@ -24,6 +24,7 @@ local function circuit_blocks(ctx)
     c.state, c.probes, c.probe_ok = 'half_open', 0, 0
     ctx.circuit_dirty = true
     tally(ctx, 'circuit:half_open')
+    event(ctx, 'circuit_half_open', 'probes', fmt(p.circuit_probes))
   end
   if c.state == 'half_open' and c.probes >= p.circuit_probes then
     return ctx.now + p.circuit_open_ms * 1000  -- probes are out; their reports decide
@@ -59,6 +60,7 @@ local function circuit_record(ctx, ok)
     local d = math.min(p.circuit_open_ms * 2 ^ (c.opens - 1), p.circuit_open_max_ms)
     c.state, c.until_, c.probes, c.probe_ok = 'open', now + d * 1000, 0, 0
     tally(ctx, 'circuit:open')
+    event(ctx, 'circuit_open', 'until_ms', fmt(ms_of(c.until_)), 'opens', fmt(c.opens))
     signal_coordinator(ctx, c.until_)  -- half-open is due then
   end
   if c.state == 'half_open' then
@@ -69,6 +71,7 @@ local function circuit_record(ctx, ok)
       if c.probe_ok >= p.circuit_probes then
         c.state, c.opens = 'closed', 0
         tally(ctx, 'circuit:closed')
+        event(ctx, 'circuit_closed')
         c.cur_ok, c.cur_fail, c.prev_ok, c.prev_fail = 0, 0, 0, 0
         if ctx.queued_count > 0 then
           signal_workers(ctx)  -- queued work may flow again

@@ -43,7 +43,7 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
   'circuit_min_requests', 'circuit_window_ms', 'circuit_open_ms', 'circuit_open_max_ms',
   'circuit_probes', 'scope_max_queued', 'scope_max_queued_cost', 'scope_quota_limit',
   'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version', 'test_clock',
-  'max_dead_letters'}
+  'max_dead_letters', 'deleting'}
 
 -- Parsed policies, per policy key, kept for as long as the library is loaded: a call reads
 -- the one field `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua)
@@ -114,16 +114,44 @@ local function new_ctx(policy, now, keys, prefixes)
     circuit = NO_CIRCUIT, st_raw = false, c_raw = false, live = false, exhausted = false,
     reclaimed = 0, retried = 0, dead = 0, moved = 0, circuit_dirty = false,
     workers_signalled = false, coordinator = false, park_seq = 0, fq = false,
-    fq_size = prefixes.fq_size or 2, m = {}}
+    fq_size = prefixes.fq_size or 2, m = {}, ev = {}, hold = 0, hold_n = 0,
+    hold_next = 0, hold_raw = false}
 end
 
 -- Fleet-wide counters (what `janus exporter` exports): fields 'm:<name>' of the state hash,
 -- added up in ctx.m during the call and written when it ends (save_state / flush_counts:
 -- one HINCRBY per counter that moved, in the write the call makes anyway). Names: submit:
 -- <ready|scheduled>, submit:existing, rejected:<reason>, started, completed, failed,
--- returned, retried, dead:<reason>, lease_expired, circuit:<open|half_open|closed>, paused.
+-- returned, retried, dead:<reason>, lease_expired, circuit:<open|half_open|closed>, paused,
+-- and the release lag (a job's start minus its not_before) as a histogram: lag_le:<ms> per
+-- bucket (not cumulative: janus.metrics adds them up) and lag_ms_sum.
 local function tally(ctx, name, n)
   ctx.m[name] = (ctx.m[name] or 0) + (n or 1)
+end
+
+-- Events: the state changes an operator wants to see in order (circuit transitions, pauses
+-- and resumes, dead letters, reclaimed leases, policy applied or deleted), appended to the
+-- dependency's events stream when the call ends (flush_counts), one entry each: field
+-- `kind`, `at_ms` (the call's time), then the event's own fields. The stream keeps about
+-- EVENTS_KEPT entries. Its key is the state (or policy) key's with `events` for its last
+-- part (same hash tag, so the same slot; no KEYS entry, as with the per-job keys built from
+-- the prefixes).
+local EVENTS_KEPT = 10000
+
+local function events_key(key)
+  return (string.gsub(key, '[^:]+$', 'events'))
+end
+
+local function event(ctx, kind, ...)
+  ctx.ev[#ctx.ev + 1] = {kind, ...}
+end
+
+local function flush_events(state_key, now_ms, list)
+  local key = events_key(state_key)
+  for _, e in ipairs(list) do
+    redis.call('XADD', key, 'MAXLEN', '~', EVENTS_KEPT, '*', 'kind', e[1], 'at_ms',
+      fmt(now_ms), unpack(e, 2))
+  end
 end
 
 local function flush_counts(ctx)
@@ -131,6 +159,34 @@ local function flush_counts(ctx)
     redis.call('HINCRBY', ctx.keys.state, 'm:' .. name, n)
   end
   ctx.m = {}
+  if ctx.ev[1] then
+    flush_events(ctx.keys.state, ctx.now_ms, ctx.ev)
+    ctx.ev = {}
+  end
+end
+
+-- Pauses by hand (janus pause, pause.lua; include/holds.lua): the state field `hold` is
+-- "<until_us> <n> <next_us>": the whole dependency is held until until_us (0: not held;
+-- HOLD_FOREVER: until resumed); n scopes are held, each by a field `hold:<scope_enc>` =
+-- "<until_us> <scope name>"; next_us is the earliest end of a scope's hold (when the due
+-- work looks at them again). A call reads a scope's field only while n > 0, so no pause
+-- costs nothing.
+local HOLD_FOREVER = 9000000000000000
+
+local function parse_hold(ctx, raw)
+  ctx.hold_raw = raw or false
+  if raw then
+    local dep, n, nxt = string.match(raw, '^(%d+) (%d+) (%d+)$')
+    ctx.hold, ctx.hold_n, ctx.hold_next = tonumber(dep) or 0, tonumber(n) or 0, tonumber(nxt) or 0
+  end
+end
+
+local function save_hold(ctx)
+  local raw = fmt(ctx.hold) .. ' ' .. fmt(ctx.hold_n) .. ' ' .. fmt(ctx.hold_next)
+  if raw ~= (ctx.hold_raw or '0 0 0') then
+    redis.call('HSET', ctx.keys.state, 'hold', raw)
+    ctx.hold_raw = raw
+  end
 end
 
 -- The dependency's state hash keeps its hot numbers packed in two fields, each ten
@@ -147,8 +203,9 @@ local C_CODES = {closed = 0, open = 1, half_open = 2}
 
 local function load_state(ctx)
   local p = ctx.policy
-  local raw = redis.call('HMGET', ctx.keys.state, 'st', 'wake_at', 'timer_until', 'c')
+  local raw = redis.call('HMGET', ctx.keys.state, 'st', 'wake_at', 'timer_until', 'c', 'hold')
   ctx.st_raw = raw[1]
+  parse_hold(ctx, raw[5])
   ctx.wake_at = tonumber(raw[2]) or false
   ctx.timer_until = tonumber(raw[3]) or 0
   if raw[1] and string.len(raw[1]) == 80 then

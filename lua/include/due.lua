@@ -6,6 +6,7 @@
 --   move_due         waiting jobs whose time has come leave the delay queue for their
 --                    scope's ready line (in time order, so each scope keeps its order)
 --   wake_throttled   scopes set aside by their own bucket or quota rejoin the fair queue
+--   expire_holds     pauses by hand whose time has passed end (include/holds.lua)
 --   unpark_retries   retries parked for want of a retry token rejoin their ready line,
 --                    as many as there are tokens (each token set aside for its retry)
 --   pick             the fair queue's next job that may be released now
@@ -16,6 +17,7 @@
 --- @include "release"
 --- @include "leases"
 --- @include "retry"
+--- @include "holds"
 
 local function steps_left(ctx)
   local n = ctx.max_steps - ctx.steps
@@ -50,6 +52,8 @@ local function reclaim_expired(ctx)
       local decision = retry_or_dead(ctx, job_key, job_enc, job, 'lease_expired', 0, history)
       ctx.reclaimed = ctx.reclaimed + 1
       tally(ctx, 'lease_expired')
+      event(ctx, 'lease_reclaimed', 'job', job.id, 'scope', job.scope, 'attempt',
+        fmt(job.attempt), 'consumer', consumer or '', 'decision', decision)
       if decision == 'retry' then
         ctx.retried = ctx.retried + 1
       else
@@ -144,6 +148,7 @@ end
 
 -- All the work that comes due with time, in order.
 local function step_due(ctx)
+  expire_holds(ctx)
   reclaim_expired(ctx)
   move_due(ctx)
   wake_throttled(ctx)
@@ -172,7 +177,7 @@ local function pick(ctx)
     local f = nil
     if job_enc then
       f = redis.call('HMGET', ctx.job_prefix .. job_enc, 'id', 'scope', 'cost', 'attempt',
-        'bpaid', 'payload')
+        'bpaid', 'payload', 'not_before_ms')
     end
     if not job_enc then
       deactivate(ctx, s)  -- an empty line cannot stay in the fair queue
@@ -200,7 +205,7 @@ local function pick(ctx)
       else
         return {enc = job_enc, id = f[1], scope = f[2], cost = cost, attempt = attempt,
           sc = s, tag = tag, line = line, bpaid = f[5] ~= false and f[5] ~= nil,
-          payload = f[6] or ''}
+          payload = f[6] or '', not_before_ms = tonumber(f[7])}
       end
     end
   end
@@ -246,6 +251,7 @@ local function next_event(ctx, blocked_at)
   if ctx.parked > 0 then
     consider(budget_token_at(ctx))
   end
+  consider(hold_due(ctx))  -- (its end is an event, with or without work waiting)
   if not t then
     return -1
   end

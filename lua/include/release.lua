@@ -17,13 +17,17 @@ local function live_leases(ctx)
   return ctx.live
 end
 
--- Release-time checks: the dependency bucket (which also carries a Retry-After pause), the
--- circuit and the in-flight limit are shared by every job of the dependency, so a refusal
--- blocks the queue head; the scope bucket (and a scope-only pause) and the scope's quota
--- concern one scope. Returns ok, blocker ('dependency' | 'circuit' | 'in_flight' |
--- 'scope' | 'quota'), earliest time to look again (us).
+-- Release-time checks: a pause by hand, the dependency bucket (which also carries a
+-- Retry-After pause), the circuit and the in-flight limit are shared by every job of the
+-- dependency, so a refusal blocks the queue head; the scope's pause by hand, its bucket (and
+-- a scope-only Retry-After pause) and its quota concern one scope. Returns ok, blocker
+-- ('paused' | 'dependency' | 'circuit' | 'in_flight' | 'scope' | 'quota'), earliest time to
+-- look again (us).
 local function can_release(ctx, s, cost)
   local p, now = ctx.policy, ctx.now
+  if ctx.hold > now then
+    return false, 'paused', ctx.hold
+  end
   local dep_at = gcra_earliest(ctx.dtat, now, cost, p.interval_us, p.burst)
   if dep_at > now then
     return false, 'dependency', dep_at
@@ -43,6 +47,9 @@ local function can_release(ctx, s, cost)
     end
     return false, 'in_flight', at
   end
+  if s.hold > now then
+    return false, 'scope', s.hold
+  end
   local scope_at = gcra_earliest(s.rtat, now, cost, s.lim.interval, s.lim.burst)
   if scope_at > now then
     return false, 'scope', scope_at
@@ -61,9 +68,26 @@ end
 -- reservation, a half-open probe slot and (first attempts) deposit into the retry budget.
 -- The caller checked can_release (and the budget, for a retry). Returns token, deadline_ms,
 -- payload.
+-- Release-lag histogram buckets (ms; core.lua's tally names lag_le:<ms>).
+local LAG_BUCKETS = {5, 25, 100, 500, 1000, 5000, 30000, 120000}
+
+local function tally_lag(ctx, not_before_ms)
+  local lag = math.max(ctx.now_ms - (not_before_ms or ctx.now_ms), 0)
+  local le = 'inf'
+  for _, b in ipairs(LAG_BUCKETS) do
+    if lag <= b then
+      le = b
+      break
+    end
+  end
+  tally(ctx, 'lag_le:' .. le)
+  tally(ctx, 'lag_ms_sum', lag)
+end
+
 local function start_attempt(ctx, c, job)
   local p = ctx.policy
   tally(ctx, 'started')
+  tally_lag(ctx, job.not_before_ms)
   local ms = ctx.now_ms
   if ms < ctx.last_ms then
     ms = ctx.last_ms

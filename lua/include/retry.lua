@@ -79,9 +79,16 @@ end
 -- (pause_on_retry_after = dependency), the job's scope only (scope), or nobody (none). The
 -- pause moves the bucket so that it is empty at `until_us`: releases then resume at the
 -- policy rate, never with a catch-up burst.
-local function apply_pause(ctx, scope_enc, until_us)
+local function apply_pause(ctx, scope_enc, scope_name, until_us)
   local p = ctx.policy
   tally(ctx, 'paused')
+  if p.pause_on_retry_after ~= 2 then
+    local scope = ''
+    if p.pause_on_retry_after == 1 then
+      scope = scope_name
+    end
+    event(ctx, 'paused', 'by', 'retry_after', 'scope', scope, 'until_ms', fmt(ms_of(until_us)))
+  end
   if p.pause_on_retry_after == 0 then
     ctx.paused_until = math.max(ctx.paused_until, until_us)
     ctx.dtat = math.max(ctx.dtat, until_us + (p.burst - 1) * p.interval_us)
@@ -103,6 +110,8 @@ end
 -- their replay marks), so a dependency failing for months cannot fill the memory.
 local function dead_letter(ctx, job_key, job, error, reason, history)
   tally(ctx, 'dead:' .. reason)
+  event(ctx, 'dead_letter', 'job', job.id, 'scope', job.scope, 'reason', reason, 'attempts',
+    fmt(job.attempt), 'error', string.sub(error, 1, 200))
   local payload = redis.call('HGET', job_key, 'payload') or ''
   local keep = ctx.policy.max_dead_letters
   if not keep or keep < 1 then
@@ -144,7 +153,7 @@ local function retry_or_dead(ctx, job_key, job_enc, job, error, retry_after_ms, 
   local pause_ms = 0
   if retry_after_ms > 0 then
     pause_ms = math.min(retry_after_ms, p.max_retry_after_ms)
-    apply_pause(ctx, job.scope_enc, now + pause_ms * 1000)
+    apply_pause(ctx, job.scope_enc, job.scope, now + pause_ms * 1000)
   end
   if job.attempt >= rules.max_attempts then
     dead_letter(ctx, job_key, job, error, 'attempts_exhausted', history)

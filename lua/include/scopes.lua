@@ -51,10 +51,15 @@ local function scope_get(ctx, scope_enc)
   if raw and string.len(raw) == 64 then
     stat, rtat, pu, vf, qn, qc, aw, th = struct.unpack('>dddddddd', raw)
   end
+  local hold = 0  -- held by hand until (core.lua: read only while some scope is held)
+  if ctx.hold_n > 0 then
+    local raw_hold = redis.call('HGET', ctx.keys.state, 'hold:' .. scope_enc)
+    hold = raw_hold and tonumber(string.match(raw_hold, '^%d+')) or 0
+  end
   -- (every field in the constructor: the table is sized once)
   s = {key = key, enc = scope_enc, lim = scope_limits(ctx, scope_enc), stat = stat,
     rtat = rtat, pu = pu, vf = vf, qn = qn, qc = qc, aw = aw, th = th, dirty = false,
-    place = false, quota = false, raw = raw or false,
+    place = false, quota = false, raw = raw or false, hold = hold,
     kept = raw ~= false and raw ~= nil and (qn > 0 or aw > 0 or th > 0)}
   ctx.scopes[scope_enc] = s
   return s

@@ -3,7 +3,7 @@
 >>> from janus import Janus
 >>> jn = Janus.from_url("redis://127.0.0.1:6379/0")      # doctest: +SKIP
 >>> jn.submit("payments", scope="tenant-42", payload=b"{}").status  # doctest: +SKIP
-'released'
+'ready'
 """
 
 from janus.client import Janus, Job
@@ -17,6 +17,7 @@ from janus.errors import (
     PayloadTooLarge,
     PolicyError,
     RedisUnavailable,
+    UnknownDependency,
 )
 
 __version__ = "0.1.0"
@@ -32,4 +33,5 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyError",
     "RedisUnavailable",
+    "UnknownDependency",
 ]

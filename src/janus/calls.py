@@ -27,18 +27,22 @@ import struct
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from janus import scripts
 from janus.decisions import (
     DeadLetter,
     Decision,
+    DeleteProgress,
     DependencyStatus,
+    Event,
     FetchResult,
     HeartbeatResult,
     JobInfo,
     LeasedJob,
+    PauseResult,
     ReportResult,
+    ScopeLoad,
     ScopeStatus,
     StepResult,
     parse_dead_letter,
@@ -86,6 +90,9 @@ OUTCOME = (
 REPORT_REPLY = ("ok", "reason", "decision", "retry_at_ms")
 #: step.lua reply.
 STEP_REPLY = ("reclaimed", "retried", "dead_lettered", "moved", "ready", "next_us", "now_us")
+#: pause.lua and delete.lua replies.
+PAUSE_REPLY = ("status", "until_ms", "held_scopes")
+DELETE_REPLY = ("waiting", "running", "dropped", "deleted")
 #: replay.lua ARGV per entry.
 REPLAY_ENTRY = ("entry_id", "job_enc", "scope_enc")
 #: Packed state (lua/include/core.lua, lua/include/scopes.lua): the dependency state hash's
@@ -399,6 +406,99 @@ def parse_step(reply: object) -> StepResult:
     )
 
 
+# -- admin: pause by hand, delete a policy --------------------------------------------------
+
+#: How long a pause may last (pause.lua refuses longer), and the hold "until resumed".
+MAX_PAUSE_MS = 10 * 365 * 86_400_000
+HOLD_FOREVER_US = 9_000_000_000_000_000
+
+
+def pause(
+    keys: Keys, scope: str | None, for_ms: int, now_us: int | None
+) -> Call[PauseResult | None]:
+    """Hold releases (``for_ms`` > 0: that long; -1: until resumed) or resume them (0), for
+    the dependency or one scope. None: the dependency has no policy."""
+    dependency = keys.dependency
+
+    def parse(reply: object) -> PauseResult | None:
+        status, until_ms, held = _rows(reply, len(PAUSE_REPLY), 1, "pause")
+        text = _text(status)
+        if text == "unknown_dependency":
+            return None
+        if text not in ("paused", "resumed", "not_paused"):
+            raise ProtocolError(f"pause.lua replied status {text!r}")
+        until = _int(until_ms)
+        return PauseResult(
+            dependency=dependency,
+            scope=scope,
+            status=cast(Literal["paused", "resumed", "not_paused"], text),
+            until_ms=until if until > 0 else None,
+            held_scopes=_int(held),
+        )
+
+    argv: dict[str, Arg] = {
+        "scope_enc": "" if scope is None else encode_part(scope),
+        "scope": scope or "",
+        "for_ms": for_ms,
+        "now_us": _now(now_us),
+    }
+    what = "resuming" if for_ms == 0 else "pausing"
+    target = f"scope {scope!r} of {dependency!r}" if scope is not None else repr(dependency)
+    return _call("pause", keys, argv, parse, f"{what} {target}")
+
+
+def delete_policy(
+    keys: Keys, *, drop: bool, max_steps: int, now_us: int | None
+) -> Call[DeleteProgress]:
+    """One step of a policy deletion (delete.lua): mark it, drop waiting work if asked,
+    remove the policy once nothing waits and nothing runs."""
+    dependency = keys.dependency
+
+    def parse(reply: object) -> DeleteProgress:
+        waiting, running, dropped, deleted = (
+            _int(v) for v in _rows(reply, len(DELETE_REPLY), 1, "delete")
+        )
+        return DeleteProgress(dependency, waiting, running, dropped, deleted == 1)
+
+    argv: dict[str, Arg] = {"now_us": _now(now_us), "drop": int(drop), "max_steps": max_steps}
+    return _call("delete", keys, argv, parse, f"deleting the policy of {dependency!r}")
+
+
+def unregister(keys: Keys) -> Commands[int]:
+    """Take a deleted dependency out of the registry (another slot; coordinators and
+    ``janus status`` stop listing it)."""
+    key = registry(keys.prefix)
+    what = f"unregistering {keys.dependency!r}"
+    return Commands(key, (("SREM", key, keys.dependency),), _first, what)
+
+
+def events(
+    keys: Keys, *, after: str | None = None, last: int | None = None, count: int = 1000
+) -> Commands[list[Event]]:
+    """Events, oldest first: those after the entry id ``after`` (exclusive; up to
+    ``count``), or the ``last`` N, or the first ``count``."""
+    dependency = keys.dependency
+    if last is not None:
+        command: tuple[Arg, ...] = ("XREVRANGE", keys.events, "+", "-", "COUNT", last)
+    else:
+        start = "-" if after is None else f"({after}"
+        command = ("XRANGE", keys.events, start, "+", "COUNT", count)
+
+    def parse(replies: list[Any]) -> list[Event]:
+        rows = replies[0]
+        if last is not None:
+            rows = list(reversed(rows))
+        out = []
+        for eid, raw in rows:
+            fields = {_decode(k): _decode(v) for k, v in raw.items()}
+            kind = fields.pop("kind", "")
+            at_ms = int(fields.pop("at_ms", "0") or 0)
+            out.append(Event(dependency, _decode(eid), kind, at_ms, fields))
+        return out
+
+    return Commands(keys.events, (command,), parse, f"reading the events of {dependency!r}")
+
+
 # -- leases and reports ------------------------------------------------------------------
 
 
@@ -679,19 +779,34 @@ def _now_ms(now_us: int | None) -> Op[int]:
     return now_us // 1000
 
 
-def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
-    """The dependency's counts, circuit, pause and budget (read only)."""
+def parse_hold(raw: object, now_ms: int) -> tuple[int | None, int]:
+    """The state field ``hold`` (lua/include/core.lua) as (the dependency's pause by hand:
+    its end in ms, -1 until resumed, None when not held; the number of held scopes)."""
+    if not raw:
+        return None, 0
+    parts = _decode(raw).split()
+    until_us, held = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    if until_us >= HOLD_FOREVER_US:
+        return -1, held
+    return (until_us // 1000 if until_us // 1000 > now_ms else None), held
+
+
+def status(keys: Keys, now_us: int | None, top: int = 0) -> Op[DependencyStatus]:
+    """The dependency's counts, circuit, pauses and budget (read only), and its ``top``
+    scopes by waiting work."""
     now_ms = yield from _now_ms(now_us)
     streams = yield from stream_counts(keys)
+    loads = (yield from top_scopes(keys, top, now_ms)) if top > 0 else ()
     dependency = keys.dependency
 
     def parse(replies: list[Any]) -> DependencyStatus:
-        (version, circuit_on), active_scopes, in_flight, parked, st, head, dead = replies
+        (version, circuit_on, deleting), active_scopes, in_flight, parked, st, head, dead = replies
         state = unpack_fields(st[0], STATE_PACKED)
         c = unpack_fields(st[1], CIRCUIT_PACKED)
         circuit_until = int(c["c_until"])
         paused = int(state["paused_until"])
         budget = int(state["b_milli"]) if st[0] and state["b_milli"] >= 0 else None
+        held_until, held_scopes = parse_hold(st[2], now_ms)
         # Derived from the applied policy: a circuit state left from an earlier policy that
         # had a breaker is not shown (nor used: the functions ignore it too).
         if version is None or _decode(circuit_on or b"0") != "1":
@@ -716,16 +831,20 @@ def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
             active_scopes=int(active_scopes),
             parked=int(parked),
             circuit_opens=int(c["c_opens"]) if circuit != "off" else 0,
+            held_until_ms=held_until,
+            held_scopes=held_scopes,
+            deleting=deleting == b"1",
+            top_scopes=tuple(loads),
         )
 
     result: DependencyStatus = yield Commands(
         keys.policy,
         (
-            ("HMGET", keys.policy, "version", "circuit_enabled"),
+            ("HMGET", keys.policy, "version", "circuit_enabled", "deleting"),
             ("ZCARD", keys.active),
             ("ZCOUNT", keys.inflight, f"({now_ms}", "+inf"),
             ("ZCARD", keys.parked),
-            ("HMGET", keys.state, "st", "c"),
+            ("HMGET", keys.state, "st", "c", "hold"),
             ("ZRANGE", keys.delayed, 0, 0, "WITHSCORES"),
             ("XLEN", keys.dead),
         ),
@@ -733,6 +852,74 @@ def status(keys: Keys, now_us: int | None) -> Op[DependencyStatus]:
         f"reading the status of {dependency!r}",
     )
     return result
+
+
+#: How many scopes a status looks at for its top scopes: the fair queue's (active and
+#: throttled, by their order there) and those of the delay queue's first jobs.
+TOP_CANDIDATES = 500
+
+
+def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[list[ScopeLoad]]:
+    """The ``n`` scopes with the most work waiting, among the scopes in the fair queue and
+    those of the next jobs due (a bounded sample: a status must stay cheap with a million
+    tenants). Names come from each scope's first waiting job record."""
+    lim = TOP_CANDIDATES
+    what = f"reading the scopes of {keys.dependency!r}"
+    active, throttled, delayed = yield Commands(
+        keys.active,
+        (
+            ("ZRANGE", keys.active, 0, lim - 1),
+            ("ZRANGE", keys.throttled, 0, lim - 1),
+            ("ZRANGE", keys.delayed, 0, lim - 1),
+        ),
+        list,
+        what,
+    )
+    first_job: dict[str, str] = {}  # scope enc -> the key of a job of it (for its name)
+    if delayed:
+        records = [keys.job_prefix + _decode(e) for e in delayed]
+        scope_encs = yield Commands(
+            keys.active, tuple(("HGET", r, "scope_enc") for r in records), list, what
+        )
+        for record, scope_enc in zip(records, scope_encs, strict=True):
+            if scope_enc is not None:
+                first_job.setdefault(_decode(scope_enc), record)
+    encs = list(dict.fromkeys([_decode(e) for e in (*active, *throttled)] + list(first_job)))
+    if not encs:
+        return []
+    commands: list[tuple[Arg, ...]] = []
+    for enc in encs:
+        commands += [
+            ("HGET", keys.scope_prefix + enc, "v"),
+            ("LINDEX", keys.ready_prefix + enc, 0),
+            ("HGET", keys.state, "hold:" + enc),
+        ]
+    replies = yield Commands(keys.active, tuple(commands), list, what)
+    rows = []
+    for i, enc in enumerate(encs):
+        packed, head, hold = replies[3 * i : 3 * i + 3]
+        v = unpack_fields(packed, SCOPE_PACKED)
+        if head is not None:
+            first_job[enc] = keys.job_prefix + _decode(head)
+        held: int | None = None
+        if hold:
+            until_us = int(_decode(hold).split(" ", 1)[0])
+            if until_us >= HOLD_FOREVER_US:
+                held = -1
+            elif until_us // 1000 > now_ms:
+                held = until_us // 1000
+        rows.append((enc, int(v["qn"]), int(v["qc"]), held))
+    rows.sort(key=lambda r: (-r[1], -r[2], r[0]))
+    rows = rows[:n]
+    # An encoded scope (~digest) is named by the record of one of its jobs.
+    hashed = [r[0] for r in rows if r[0].startswith("~") and r[0] in first_job]
+    names: dict[str, str] = {}
+    if hashed:
+        found = yield Commands(
+            keys.active, tuple(("HGET", first_job[e], "scope") for e in hashed), list, what
+        )
+        names = {e: _decode(f) for e, f in zip(hashed, found, strict=True) if f is not None}
+    return [ScopeLoad(names.get(enc, enc), jobs_n, cost, held) for enc, jobs_n, cost, held in rows]
 
 
 def counters(keys: Keys) -> Commands[dict[str, int]]:

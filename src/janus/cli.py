@@ -20,15 +20,16 @@ from wsgiref.simple_server import WSGIServer
 import click
 
 from janus import __version__, doctor
-from janus.aio import AsyncJanus
+from janus.aio import AsyncJanus, AsyncWorker
 from janus.client import Janus
 from janus.coordinator import Coordinator
-from janus.decisions import DeadLetter
+from janus.decisions import DeadLetter, Event
 from janus.errors import JanusError, PolicyError
 from janus.keys import check_dependency
 from janus.policy import PolicySet, describe, load_policies, parse_duration_ms
 from janus.urls import redact
-from janus.worker import Handler, WorkerStats, is_async_handler, load_handler
+from janus.worker import Handler, Worker, WorkerStats, is_async_handler, load_handler
+from janus.worker_metrics import WorkerMetrics
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -80,7 +81,7 @@ class _JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, tz=timezone.utc)
-        line: dict[str, str] = {
+        line: dict[str, object] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -88,6 +89,9 @@ class _JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc"] = _scrub(self.formatException(record.exc_info))
+        event = getattr(record, "janus_event", None)  # a coordinator's event (its fields)
+        if isinstance(event, dict):
+            line["event"] = event
         return json.dumps(line, ensure_ascii=False)
 
 
@@ -176,6 +180,72 @@ def policy_diff(paths: tuple[str, ...], url: str, prefix: str) -> None:
     for name in sorted(applied - set(diffs)):
         click.echo(f"{name}: applied, not in these files (apply leaves it as it is)")
     sys.exit(1 if changed else 0)
+
+
+@policy.command("delete")
+@click.argument("dependency")
+@click.option(
+    "--drop",
+    is_flag=True,
+    help="Move the waiting work to the dead letters (reason dependency_deleted) instead of "
+    "letting it drain.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until nothing waits and nothing runs, then remove the policy.",
+)
+@click.option(
+    "--timeout",
+    default="10m",
+    show_default=True,
+    help="With --wait: give up after this long (10m, 1h); the deletion stays marked.",
+)
+@redis_option
+@prefix_option
+def policy_delete(
+    dependency: str, drop: bool, wait: bool, timeout: str, url: str, prefix: str
+) -> None:
+    """Delete a dependency's policy safely: new submits are refused at once
+    (dependency_deleted); the work already admitted drains under the same limits (workers
+    and a coordinator must run), or --drop dead-letters what waits; the policy goes when
+    nothing waits and nothing runs. Exit 0 when deleted, 1 when still draining. Applying the
+    policy again cancels the deletion."""
+    check_dependency(dependency)
+    try:
+        timeout_s = parse_duration_ms(timeout) / 1000
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from None
+    deadline = time.monotonic() + timeout_s
+    with _client(url, prefix) as jn:
+        if jn.status(dependency).policy_version is None:
+            click.echo(f"error: {dependency!r} has no applied policy", err=True)
+            sys.exit(1)
+        dropped, shown = 0, None
+        while True:
+            progress = jn.delete_policy(dependency, drop=drop)
+            dropped += progress.dropped
+            if progress.deleted:
+                extra = f"; {dropped} waiting job(s) dead-lettered" if dropped else ""
+                click.echo(f"{dependency}: policy deleted{extra}")
+                return
+            now = (progress.waiting, progress.running)
+            if now != shown:
+                click.echo(
+                    f"{dependency}: deleting: {progress.waiting} waiting, {progress.running} "
+                    f"running; new submits are refused"
+                    + (f"; {dropped} dead-lettered" if dropped else "")
+                )
+                shown = now
+            if not wait or time.monotonic() >= deadline:
+                click.echo(
+                    f"{dependency}: still draining; run `janus policy delete {dependency}` "
+                    "again to finish (applying the policy cancels the deletion)",
+                    err=True,
+                )
+                sys.exit(1)
+            time.sleep(0.5)
 
 
 @policy.command("show")
@@ -304,6 +374,20 @@ def _serve_metrics(
 @click.option("--group", required=True, help="Consumer group (one per dependency per deployment).")
 @click.option("--consumer", default=None, help="Consumer name (default: <hostname>-<pid>).")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 1024))
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this worker's own Prometheus metrics on this port (0: any free port).",
+)
+@click.option(
+    "--metrics-host",
+    "--metrics-addr",
+    "metrics_host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the worker's metrics endpoint listens on.",
+)
 @redis_option
 @prefix_option
 def worker(
@@ -312,6 +396,8 @@ def worker(
     group: str,
     consumer: str | None,
     concurrency: int,
+    metrics_port: int | None,
+    metrics_host: str,
     url: str,
     prefix: str,
 ) -> None:
@@ -320,24 +406,45 @@ def worker(
     The handler gets a LeasedJob (id, scope, payload, attempt, ...). Returning completes the
     job; raising janus.worker.Retry("kind", retry_after_ms=...) or any exception fails it.
     An ``async def`` handler runs as asyncio tasks on an event loop (janus.aio.AsyncWorker);
-    a plain function runs in a pool of threads.
+    a plain function runs in a pool of threads. ``--metrics-port`` serves what this worker
+    measures itself (handler and fetch durations, reports, lost leases: janus.worker_metrics).
     """
     logging.getLogger("janus").setLevel(logging.INFO)
     handler = load_handler(handler_path)
+    meter, server = _worker_metrics(metrics_port, metrics_host)
     if is_async_handler(handler):
         stats = asyncio.run(
-            _async_worker(url, prefix, dependency, handler, group, consumer, concurrency)
+            _async_worker(url, prefix, dependency, handler, group, consumer, concurrency, meter)
         )
     else:
         with _client(url, prefix) as jn:
-            w = jn.worker(dependency, group=group, consumer=consumer)
+            w = Worker(jn.store, dependency, group=group, consumer=consumer, metrics=meter)
             _started(w.consumer, dependency, group, concurrency, "threads")
             stats = w.run(handler, concurrency=concurrency)
+    if server is not None:
+        server.shutdown()
     click.echo(
         f"stopped: {stats.completed} completed, {stats.failed} failed, "
         f"{stats.returned} returned unstarted, {stats.lease_lost} lost leases",
         err=True,
     )
+
+
+def _worker_metrics(
+    port: int | None, host: str
+) -> tuple[WorkerMetrics, WSGIServer] | tuple[None, None]:
+    """This worker's own metrics, served from a daemon thread (no port: none)."""
+    if port is None:
+        return None, None
+    meter = WorkerMetrics()
+    try:
+        server, _ = meter.serve(port, addr=host)
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {_hostport(host, port)}: {exc}", err=True)
+        sys.exit(2)
+    where = _hostport(host, server.server_port)
+    click.echo(f"janus worker metrics: http://{where}/metrics", err=True)
+    return meter, server
 
 
 def _started(consumer: str, dependency: str, group: str, concurrency: int, how: str) -> None:
@@ -354,6 +461,7 @@ async def _async_worker(
     group: str,
     consumer: str | None,
     concurrency: int,
+    meter: WorkerMetrics | None,
 ) -> WorkerStats:
     try:
         jn = await AsyncJanus.from_url(url, prefix=prefix)
@@ -361,7 +469,7 @@ async def _async_worker(
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     async with jn:
-        w = jn.worker(dependency, group=group, consumer=consumer)
+        w = AsyncWorker(jn.store, dependency, group=group, consumer=consumer, metrics=meter)
         _started(w.consumer, dependency, group, concurrency, "asyncio")
         return await w.run(handler, concurrency=concurrency)
 
@@ -630,9 +738,18 @@ def doctor_cmd(url: str, prefix: str, warn_only: bool) -> None:
     default=None,
     help="With --watch: stop after this many refreshes.",
 )
+@click.option(
+    "--top",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Show each dependency's N scopes with the most waiting work (0: none).",
+)
 @redis_option
 @prefix_option
-def status(as_json: bool, watch: float | None, count: int | None, url: str, prefix: str) -> None:
+def status(
+    as_json: bool, watch: float | None, count: int | None, top: int, url: str, prefix: str
+) -> None:
     """Every dependency: waiting work, in flight, circuit and pause (with times), retry
     budget, dead letters, policy version. Plain aligned text (also when piped) or --json."""
     from janus import statusview
@@ -641,7 +758,7 @@ def status(as_json: bool, watch: float | None, count: int | None, url: str, pref
     with _client(url, prefix) as jn:
         while True:
             now_ms = jn.store.time_us() // 1000
-            statuses = [jn.status(dep) for dep in jn.store.dependencies()]
+            statuses = [jn.status(dep, top=top) for dep in jn.store.dependencies()]
             if watch and sys.stdout.isatty() and not as_json:
                 click.clear()
             if as_json:
@@ -655,6 +772,87 @@ def status(as_json: bool, watch: float | None, count: int | None, url: str, pref
                 time.sleep(watch)
             except KeyboardInterrupt:
                 return
+
+
+@main.command()
+@click.argument("dependency")
+@click.option(
+    "--for",
+    "for_",
+    default=None,
+    help="How long (30s, 10m, 2h); the default is until `janus resume`.",
+)
+@click.option("--scope", default=None, help="Pause only this scope (tenant).")
+@redis_option
+@prefix_option
+def pause(dependency: str, for_: str | None, scope: str | None, url: str, prefix: str) -> None:
+    """Hold a dependency's releases (or one scope's) by hand. Waiting work stays, running
+    attempts run on; new submits are refused with dependency_paused when the pause is longer
+    than max_wait. Pausing again sets the new end."""
+    for_s = None
+    if for_ is not None:
+        try:
+            for_s = parse_duration_ms(for_) / 1000
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--for") from None
+    with _client(url, prefix) as jn:
+        r = jn.pause(dependency, for_s=for_s, scope=scope)
+        now_ms = jn.store.time_us() // 1000
+    from janus.statusview import relative
+
+    target = dependency if scope is None else f"{dependency} scope {scope!r}"
+    until = "until resumed" if r.until_ms is None else f"until {relative(r.until_ms, now_ms)}"
+    click.echo(f"{target}: paused {until}")
+
+
+@main.command()
+@click.argument("dependency")
+@click.option("--scope", default=None, help="Resume only this scope (tenant).")
+@redis_option
+@prefix_option
+def resume(dependency: str, scope: str | None, url: str, prefix: str) -> None:
+    """End a pause by hand (a Retry-After pause still ends when the dependency said)."""
+    with _client(url, prefix) as jn:
+        r = jn.resume(dependency, scope=scope)
+    target = dependency if scope is None else f"{dependency} scope {scope!r}"
+    click.echo(f"{target}: {'resumed' if r.status == 'resumed' else 'was not paused by hand'}")
+
+
+@main.command()
+@click.argument("dependency")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option("--last", "-n", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(0.05, 60))
+@redis_option
+@prefix_option
+def events(
+    dependency: str, follow: bool, last: int, as_json: bool, poll: float, url: str, prefix: str
+) -> None:
+    """A dependency's events in order: circuit transitions, pauses and resumes, dead
+    letters, reclaimed leases, policy applied or deleted (about 10,000 kept)."""
+    from janus import statusview
+
+    def show(batch: list[Event]) -> None:
+        for ev in batch:
+            if as_json:
+                click.echo(json.dumps(statusview.event_document(ev), sort_keys=True))
+            else:
+                click.echo(statusview.event_line(ev))
+
+    with _client(url, prefix) as jn:
+        batch = jn.events(dependency, last=last)
+        show(batch)
+        after = batch[-1].event_id if batch else "0-0"
+        while follow:
+            try:
+                time.sleep(poll)
+                batch = jn.events(dependency, after=after)
+            except KeyboardInterrupt:
+                return
+            show(batch)
+            if batch:
+                after = batch[-1].event_id
 
 
 @main.command()

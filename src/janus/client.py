@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,21 +22,26 @@ from janus.calls import JobArgs, Op
 from janus.decisions import (
     DeadLetter,
     Decision,
+    DeleteProgress,
     DependencyStatus,
+    Event,
     JobInfo,
+    PauseResult,
     ScopeStatus,
 )
-from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge
+from janus.errors import InvalidCost, InvalidInput, PayloadTooLarge, UnknownDependency
 from janus.keys import Keys, check_dependency, check_user_name
 from janus.policy import CompiledPolicy, PolicySet, compile_policy, policy_diff
 from janus.store import Store
 from janus.worker import Worker
+from janus.worker_metrics import WorkerMetrics
 
 #: Default client-side payload limit; the policy's ``max_payload`` is checked in Redis too.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 #: Jobs per script call in submit_many (bounds how long one call holds Redis).
 DEFAULT_BATCH_SIZE = 500
 _BATCH_BYTES = 8 * 1024 * 1024
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 Clock = Callable[[], int]
 """Returns the current time in microseconds: only janus.testing uses one (Redis TIME is the
@@ -180,9 +186,70 @@ class ClientCore:
         check_user_name("scope", scope)
         return (yield from calls.scope_status(self.store.keys(dependency), scope, self._now()))
 
-    def _status_op(self, dependency: str) -> Op[DependencyStatus]:
+    def _status_op(self, dependency: str, top: int = 0) -> Op[DependencyStatus]:
         self._check_dependency(dependency)
-        return (yield from calls.status(self.store.keys(dependency), self._now()))
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 100:
+            raise InvalidInput(f"top must be an integer from 0 to 100, got {top!r}")
+        return (yield from calls.status(self.store.keys(dependency), self._now(), top))
+
+    def _pause_op(
+        self, dependency: str, for_s: float | None, scope: str | None, resume: bool = False
+    ) -> Op[PauseResult]:
+        self._check_dependency(dependency)
+        if scope is not None:
+            check_user_name("scope", scope)
+        if resume:
+            for_ms = 0
+        elif for_s is None:
+            for_ms = -1
+        elif (
+            isinstance(for_s, bool)
+            or not isinstance(for_s, int | float)
+            or not 0 < for_s <= calls.MAX_PAUSE_MS / 1000
+        ):
+            raise InvalidInput(
+                f"for_s must be a number of seconds > 0 and at most ten years (or None: "
+                f"until resumed), got {for_s!r}"
+            )
+        else:
+            for_ms = max(int(for_s * 1000 + 0.999), 1)
+        result = yield calls.pause(self.store.keys(dependency), scope, for_ms, self._now())
+        if result is None:
+            raise UnknownDependency(f"dependency {dependency!r} has no applied policy")
+        return cast(PauseResult, result)
+
+    def _delete_op(self, dependency: str, drop: bool) -> Op[DeleteProgress]:
+        self._check_dependency(dependency)
+        if not isinstance(drop, bool):
+            raise InvalidInput(f"drop must be True or False, got {drop!r}")
+        keys = self.store.keys(dependency)
+        dropped = 0
+        while True:
+            step: DeleteProgress = yield calls.delete_policy(
+                keys, drop=drop, max_steps=self.batch_size, now_us=self._now()
+            )
+            dropped += step.dropped
+            if not (drop and step.dropped and step.waiting):
+                break
+        if step.deleted:
+            yield calls.unregister(keys)
+        return dataclasses.replace(step, dropped=dropped)
+
+    def _events_op(
+        self, dependency: str, after: str | None, last: int | None, count: int
+    ) -> Op[list[Event]]:
+        self._check_dependency(dependency)
+        if after is not None and not _STREAM_ID.fullmatch(str(after)):
+            raise InvalidInput(f"after must be an event id like 1700000000000-0, got {after!r}")
+        for name, n in (("last", last), ("count", count)):
+            if n is not None and (
+                isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000
+            ):
+                raise InvalidInput(f"{name} must be an integer from 1 to 10000, got {n!r}")
+        events: list[Event] = yield calls.events(
+            self.store.keys(dependency), after=after, last=last, count=count
+        )
+        return events
 
     def _counters_op(self, dependency: str) -> Op[dict[str, int]]:
         self._check_dependency(dependency)
@@ -330,10 +397,18 @@ class Janus(ClientCore):
         """Write each dependency of a policy set into Redis: name -> (version, changed)."""
         return self.store.drive(self._apply_op(policies))
 
-    def worker(self, dependency: str, *, group: str, consumer: str | None = None) -> Worker:
+    def worker(
+        self,
+        dependency: str,
+        *,
+        group: str,
+        consumer: str | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> Worker:
         """A worker in ``group`` (one group per dependency per deployment; many consumers).
-        ``consumer`` defaults to ``<hostname>-<pid>``."""
-        w = Worker(self.store, dependency, group=group, consumer=consumer)
+        ``consumer`` defaults to ``<hostname>-<pid>``; ``metrics`` (a
+        :class:`janus.worker_metrics.WorkerMetrics`) measures it for Prometheus."""
+        w = Worker(self.store, dependency, group=group, consumer=consumer, metrics=metrics)
         w._clock = self._clock
         return w
 
@@ -371,9 +446,47 @@ class Janus(ClientCore):
         """A scope's share of the dependency, its waiting work and its quota."""
         return self.store.drive(self._scope_status_op(dependency, scope))
 
-    def status(self, dependency: str) -> DependencyStatus:
-        """The dependency's counts, circuit, pause and retry budget."""
-        return self.store.drive(self._status_op(dependency))
+    def status(self, dependency: str, *, top: int = 0) -> DependencyStatus:
+        """The dependency's counts, circuit, pauses and retry budget, and (``top`` > 0) the
+        ``top`` scopes with the most work waiting."""
+        return self.store.drive(self._status_op(dependency, top))
+
+    def pause(
+        self, dependency: str, *, for_s: float | None = None, scope: str | None = None
+    ) -> PauseResult:
+        """Hold the releases of the dependency (or of one ``scope``) for ``for_s`` seconds,
+        or until :meth:`resume` (None). Waiting work stays (nothing is dropped, no attempt is
+        used), running attempts run on, submits see the pause in their estimate
+        (``dependency_paused`` when it is longer than ``max_wait``). Pausing again sets the
+        new end. Raises UnknownDependency when no policy is applied."""
+        return self.store.drive(self._pause_op(dependency, for_s, scope))
+
+    def resume(self, dependency: str, *, scope: str | None = None) -> PauseResult:
+        """End a pause by hand (status ``not_paused`` when there was none). A Retry-After
+        pause is not cut short: it ends when the dependency said it would."""
+        return self.store.drive(self._pause_op(dependency, None, scope, resume=True))
+
+    def delete_policy(self, dependency: str, *, drop: bool = False) -> DeleteProgress:
+        """Delete the dependency's policy without losing work: from the first call on,
+        submits are rejected (``dependency_deleted``) and the admitted work drains under the
+        same limits; ``drop`` moves the waiting work to the dead letters (reason
+        ``dependency_deleted``, replayable) instead. The call that finds nothing waiting and
+        nothing running removes the policy (``deleted``); until then, call again (``janus
+        policy delete`` waits). Applying a policy first cancels the deletion."""
+        return self.store.drive(self._delete_op(dependency, drop))
+
+    def events(
+        self,
+        dependency: str,
+        *,
+        after: str | None = None,
+        last: int | None = None,
+        count: int = 1000,
+    ) -> list[Event]:
+        """The dependency's events (circuit transitions, pauses, dead letters, reclaimed
+        leases, policy changes), oldest first: the ``last`` N, or up to ``count`` after the
+        event id ``after`` (to follow the stream), or the first ``count``."""
+        return self.store.drive(self._events_op(dependency, after, last, count))
 
     def policy_diff(self, policies: PolicySet) -> dict[str, list[str]]:
         """What :meth:`apply_policies` would change, per dependency (read only): one line

@@ -21,6 +21,12 @@ Waiting without polling, yet on time:
 
 An idle coordinator therefore costs one BLPOP per dependency every ``watch_s`` seconds and
 one step every ``idle_s``; a busy one one step per event, never a loop.
+
+**Events to the logs.** Each watcher also reads its dependency's events stream (one XRANGE
+per ``watch_s``) and logs every new event (circuit transitions, pauses, dead letters,
+reclaimed leases, policy changes), whoever caused it: a worker's report, a fetch, an admin
+command. Warnings for what needs a look (circuit open, dead letter, reclaimed lease, pause),
+info for the rest; with ``--log-format json`` the event's fields are in ``event``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import threading
 import time
 
 from janus import calls, doctor
-from janus.decisions import StepResult
+from janus.decisions import Event, StepResult
 from janus.errors import AccessDenied, AuthenticationFailed, RedisUnavailable
 from janus.store import Store
 
@@ -39,6 +45,16 @@ log = logging.getLogger("janus.coordinator")
 
 #: Errors that waiting cannot fix: the loop stops and raises them.
 FATAL = (AuthenticationFailed, AccessDenied)
+#: Events logged as warnings (the rest at info).
+WARN_EVENTS = frozenset({"circuit_open", "dead_letter", "lease_reclaimed", "paused"})
+
+
+def log_event(ev: Event) -> None:
+    """One event as one log line (and its fields as ``janus_event`` for a JSON log)."""
+    fields = " ".join(f"{k}={v}" for k, v in ev.fields.items() if v != "")
+    level = logging.WARNING if ev.kind in WARN_EVENTS else logging.INFO
+    doc = {"dependency": ev.dependency, "kind": ev.kind, "at_ms": ev.at_ms, **ev.fields}
+    log.log(level, "event %s %s %s", ev.dependency, ev.kind, fields, extra={"janus_event": doc})
 
 
 class Coordinator:
@@ -53,6 +69,7 @@ class Coordinator:
         idle_s: float = 5.0,
         watch_s: float = 2.0,
         refresh_s: float = 5.0,
+        log_events: bool = True,
     ) -> None:
         self.store = store
         self.fixed = list(dependencies) if dependencies else None
@@ -60,6 +77,7 @@ class Coordinator:
         self.idle_s = idle_s
         self.watch_s = watch_s
         self.refresh_s = refresh_s
+        self.log_events = log_events
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._woken: set[str] = set()
@@ -179,8 +197,11 @@ class Coordinator:
         thread.start()
 
     def _watch_loop(self, dependency: str) -> None:
+        after: str | None = None  # the last event logged; None: not read yet
         while not self._stop.is_set():
             try:
+                if self.log_events:
+                    after = self._log_events(dependency, after)
                 signalled = self.store.wait_wake(dependency, self.watch_s)
             except Exception as exc:  # a watcher must outlive any client error; it only wakes
                 if self._stop.is_set() or isinstance(exc, FATAL):
@@ -192,6 +213,17 @@ class Coordinator:
                 with self._lock:
                     self._woken.add(dependency)
                     self._wake.set()
+
+    def _log_events(self, dependency: str, after: str | None) -> str:
+        """Log the events after ``after`` (at start: none; the history is `janus events`)."""
+        keys = self.store.keys(dependency)
+        if after is None:
+            newest = self.store.commands(calls.events(keys, last=1))
+            return newest[-1].event_id if newest else "0-0"
+        batch = self.store.commands(calls.events(keys, after=after, count=1000))
+        for ev in batch:
+            log_event(ev)
+        return batch[-1].event_id if batch else after
 
     def run_in_thread(self, *, check: bool = True) -> threading.Thread:
         """Start :meth:`run` in a daemon thread (demo, tests); stop it with :meth:`stop`."""

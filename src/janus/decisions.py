@@ -303,3 +303,65 @@ class DependencyStatus:
     """Retries waiting for a retry-budget token."""
     circuit_opens: int = 0
     """Times the circuit opened in a row (each open lasts longer); 0 once it closes."""
+    held_until_ms: int | None = None
+    """A pause by hand of the whole dependency (``janus pause``): when it ends, -1 until
+    resumed; None when not paused by hand."""
+    held_scopes: int = 0
+    """Scopes paused by hand (``janus pause --scope``)."""
+    deleting: bool = False
+    """The policy is being deleted (``janus policy delete``): submits are refused, the
+    waiting work drains."""
+    top_scopes: tuple[ScopeLoad, ...] = ()
+    """The scopes with the most work waiting (filled in by ``status(..., top=N)``)."""
+
+
+@dataclass(frozen=True)
+class ScopeLoad:
+    """One scope's waiting work, for the top scopes of a status."""
+
+    scope: str
+    waiting_jobs: int
+    waiting_cost: int
+    held_until_ms: int | None = None
+    """Paused by hand: when it ends, -1 until resumed; None when not."""
+
+
+@dataclass(frozen=True)
+class PauseResult:
+    """What ``pause`` / ``resume`` did."""
+
+    dependency: str
+    scope: str | None
+    status: Literal["paused", "resumed", "not_paused"]
+    until_ms: int | None
+    """When the pause ends (Redis ms); None: until resumed, or not paused (resumed)."""
+    held_scopes: int
+
+
+@dataclass(frozen=True)
+class DeleteProgress:
+    """Where a policy deletion stands after one call (see ``delete_policy``)."""
+
+    dependency: str
+    waiting: int
+    """Jobs still waiting (they drain, or ``drop`` dead-letters them)."""
+    running: int
+    """Attempts in flight; their leases end by a report or by expiring."""
+    dropped: int
+    """Jobs moved to the dead letters so far (reason ``dependency_deleted``)."""
+    deleted: bool
+    """The policy is gone: the dependency is unknown now."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a dependency's events stream (``janus events``)."""
+
+    dependency: str
+    event_id: str
+    """The stream entry id (``<ms>-<seq>``): events are in this order."""
+    kind: str
+    """circuit_open | circuit_half_open | circuit_closed | paused | resumed | dead_letter |
+    lease_reclaimed | policy_applied | policy_deleting | policy_deleted"""
+    at_ms: int
+    fields: dict[str, str]

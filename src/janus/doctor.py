@@ -152,9 +152,9 @@ ACL_RULES = (
     "resetkeys ~<prefix>:* resetchannels -@all "
     "+hello +ping +time +fcall +function|load "
     "+hget +hgetall +hmget +hset +hincrby +hdel +hexists +exists +del +pexpire +persist +get +set "
-    "+sadd +smembers +zadd +zrem +zrange +zcard +zcount +zscore +zremrangebyscore "
+    "+sadd +srem +smembers +zadd +zrem +zrange +zcard +zcount +zscore +zremrangebyscore "
     "+lpush +rpush +lpop +lindex +llen +blpop "
-    "+xadd +xreadgroup +xgroup|create +xgroup|delconsumer +xack +xdel +xrange +xlen "
+    "+xadd +xreadgroup +xgroup|create +xgroup|delconsumer +xack +xdel +xrange +xrevrange +xlen "
     "+xpending +xinfo|consumers"
 )
 #: Added on a Redis Cluster: what redis-py's cluster client needs to find the slots.

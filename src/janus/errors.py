@@ -80,6 +80,10 @@ class PayloadTooLarge(InvalidInput):
     """A payload is larger than the configured limit."""
 
 
+class UnknownDependency(InvalidInput):
+    """The dependency has no applied policy (an admin action needs one). Nothing changed."""
+
+
 class LeaseLost(JanusError):
     """The caller does not hold the current attempt's live lease; nothing was changed.
 

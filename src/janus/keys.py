@@ -26,6 +26,9 @@ Layout (``P`` = key prefix, default ``janus``; ``D`` = dependency name)::
                                          (about max_dead_letters kept, oldest trimmed)
     P:{D}:replayed               zset    replayed dead-letter entry ids (bounded by the dead
                                          letters: marks of trimmed ones are dropped)
+    P:{D}:events                 stream  state changes in order: circuit, pauses, dead letters,
+                                         reclaimed leases, policy applied / deleted (about
+                                         10,000 kept; named by the functions from the state key)
     P:{D}:wake                   list    at most one element: "coordinator, look again"
     P:{D}:work                   list    at most one element: "idle worker, fetch"
 
@@ -182,6 +185,12 @@ class Keys:
         return f"{self.base}:wake"
 
     @property
+    def events(self) -> str:
+        """The events stream. The functions name it themselves: the state (or policy) key
+        with ``events`` for its last part (lua/include/core.lua ``events_key``)."""
+        return f"{self.base}:events"
+
+    @property
     def active(self) -> str:
         return f"{self.base}:active"
 
@@ -228,6 +237,7 @@ class Keys:
             self.groups,
             self.dead,
             self.replayed,
+            self.events,
             self.wake,
             self.work,
             self.active,

@@ -12,6 +12,11 @@ A scrape reads three small things per dependency (status, counters, policy versi
 exporter per deployment, not one per process. When Redis does not answer, the scrape still
 succeeds with ``janus_up 0`` and the error is logged, so an alert can tell "Janus reports
 nothing" from "Janus is down".
+
+What only a worker process can see (handler and fetch durations, its reports by outcome,
+its lost leases, handlers running) that worker serves itself: see
+:mod:`janus.worker_metrics` (``janus worker --metrics-port``), metrics named
+``janus_worker_*``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from janus.client import Janus
@@ -40,7 +50,10 @@ SIMPLE = {
     "retried": ("janus_retries_total", "Retries scheduled (after a failure or lease expiry)."),
     "lease_expired": ("janus_lease_expired_total", "Leases that expired unreported."),
     "paused": ("janus_pauses_total", "Pauses applied (a Retry-After from a worker)."),
+    "held": ("janus_manual_pauses_total", "Pauses by hand (janus pause)."),
 }
+#: The release lag's buckets as the functions count them (lag_le:<ms>, lua/include/release.lua).
+LAG_BUCKETS_MS = (5, 25, 100, 500, 1000, 5000, 30000, 120000)
 #: Counters with a label: prefix in Redis -> (metric, label, help).
 LABELLED = {
     "submit": ("janus_submits_total", "decision", "Submits accepted: ready, scheduled, existing."),
@@ -99,6 +112,20 @@ def _counter_families(
                 labelled[kind].add_metric([dep, label], value)
     yield from simple.values()
     yield from labelled.values()
+    lag = HistogramMetricFamily(
+        "janus_release_lag_seconds",
+        "From when Janus allowed a job to run (its not_before) to its release to a worker.",
+        labels=["dependency"],
+    )
+    for dep, _, counts in rows:
+        buckets, total = [], 0
+        for le in LAG_BUCKETS_MS:
+            total += counts.get(f"lag_le:{le}", 0)
+            buckets.append((str(le / 1000), total))
+        total += counts.get("lag_le:inf", 0)
+        buckets.append(("+Inf", total))
+        lag.add_metric([dep], buckets, counts.get("lag_ms_sum", 0) / 1000)
+    yield lag
 
 
 def _gauge_families(
@@ -122,6 +149,14 @@ def _gauge_families(
             "janus_circuit_open_until_seconds", "Unix time the open circuit half-opens."
         ),
         "paused": gauge("janus_paused_until_seconds", "Unix time a Retry-After pause ends."),
+        "held": gauge(
+            "janus_held", "1 while the dependency is paused by hand (janus pause), else 0."
+        ),
+        "held_until": gauge(
+            "janus_held_until_seconds", "Unix time a timed pause by hand ends (absent: none)."
+        ),
+        "held_scopes": gauge("janus_held_scopes", "Scopes paused by hand."),
+        "deleting": gauge("janus_deleting", "1 while the policy is being deleted (draining)."),
         "due_in": gauge(
             "janus_next_due_seconds", "Seconds until the next delayed job is due (<0: late)."
         ),
@@ -146,6 +181,11 @@ def _gauge_families(
             g["paused"].add_metric([dep], st.paused_until_ms / 1000)
         if st.next_due_us is not None:
             g["due_in"].add_metric([dep], st.next_due_us / 1e6 - now_s)
+        g["held"].add_metric([dep], 1 if st.held_until_ms is not None else 0)
+        if st.held_until_ms is not None and st.held_until_ms > 0:
+            g["held_until"].add_metric([dep], st.held_until_ms / 1000)
+        g["held_scopes"].add_metric([dep], st.held_scopes)
+        g["deleting"].add_metric([dep], 1 if st.deleting else 0)
     yield from g.values()
 
 

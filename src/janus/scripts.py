@@ -42,7 +42,7 @@ A = TypeVar("A")
 #: The call interface's version: in the library's and every function's name.
 PROTOCOL = 1
 #: Orders compatible builds of one protocol (bump it when the Lua changes).
-REVISION = 1
+REVISION = 2
 LIBRARY = f"janus_p{PROTOCOL}"
 
 
@@ -127,6 +127,16 @@ SPECS: dict[str, ScriptSpec] = {
         "step",
         keys=_DUE_KEYS,
         argv=(*_QUEUE_ARGV, "max_steps", "timer_ms"),
+    ),
+    "pause": ScriptSpec(
+        "pause",
+        keys=("policy", "state", "throttled", "wake", "work"),
+        argv=("scope_enc", "scope", "for_ms", "now_us"),
+    ),
+    "delete": ScriptSpec(
+        "delete",
+        keys=_DUE_KEYS,
+        argv=(*_QUEUE_ARGV, "drop", "max_steps"),
     ),
     "heartbeat": ScriptSpec(
         "heartbeat",

@@ -9,7 +9,7 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
-from janus.decisions import DependencyStatus
+from janus.decisions import DependencyStatus, Event
 
 #: Fields ending in ``_ms`` holding a Unix time (not a duration) are at least this (2001).
 EPOCH_MS_MIN = 10**12
@@ -83,11 +83,28 @@ def circuit_text(st: DependencyStatus, now_ms: int) -> str:
     return text
 
 
+def paused_text(st: DependencyStatus, now_ms: int) -> str:
+    """A pause by hand and a Retry-After pause, with their ends; "no" when neither."""
+    parts = []
+    if st.held_until_ms == -1:
+        parts.append("by hand, until resumed")
+    elif st.held_until_ms:
+        parts.append(f"by hand until {relative(st.held_until_ms, now_ms)}")
+    if st.paused_until_ms:
+        parts.append(f"retry-after until {relative(st.paused_until_ms, now_ms)}")
+    if st.held_scopes:
+        parts.append(f"{st.held_scopes} scope(s) by hand")
+    return "; ".join(parts) or "no"
+
+
 def row(st: DependencyStatus, now_ms: int) -> list[str]:
-    paused = f"until {relative(st.paused_until_ms, now_ms)}" if st.paused_until_ms else "no"
+    paused = paused_text(st, now_ms)
+    policy = f"v{st.policy_version}" if st.policy_version else "none"
+    if st.deleting:
+        policy += " (deleting)"
     return [
         st.dependency,
-        f"v{st.policy_version}" if st.policy_version else "none",
+        policy,
         str(st.scheduled),
         str(st.queued_cost),
         str(st.in_flight),
@@ -111,12 +128,50 @@ def grid(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def top_text(st: DependencyStatus, now_ms: int) -> str:
+    """``payments: top scopes by waiting work: acme 120 jobs (cost 140), ...``."""
+    items = []
+    for t in st.top_scopes:
+        item = f"{t.scope} {t.waiting_jobs} jobs (cost {t.waiting_cost})"
+        if t.held_until_ms == -1:
+            item += ", paused until resumed"
+        elif t.held_until_ms:
+            item += f", paused until {relative(t.held_until_ms, now_ms)}"
+        items.append(item)
+    return f"{st.dependency}: top scopes by waiting work: " + "; ".join(items)
+
+
 def table(statuses: list[DependencyStatus], now_ms: int) -> str:
-    """``janus status``: one line per dependency."""
+    """``janus status``: one line per dependency, then each one's top scopes (when asked
+    for and there is waiting work)."""
     text = grid(list(COLUMNS), [row(st, now_ms) for st in statuses])
     if not statuses:
         text += "\n(no dependency has an applied policy under this prefix)"
+    tops = [top_text(st, now_ms) for st in statuses if any(t.waiting_jobs for t in st.top_scopes)]
+    if tops:
+        text += "\n\n" + "\n".join(tops)
     return text
+
+
+def event_line(ev: Event) -> str:
+    """``2026-12-01T12:04:31.250Z  circuit_open  until_ms=... opens=1`` (``janus events``)."""
+    fields = " ".join(
+        f"{k}={v}" if k != "until_ms" or v in ("-1", "0") else f"until={iso(int(v))}"
+        for k, v in ev.fields.items()
+        if v != ""
+    )
+    return f"{iso(ev.at_ms)}  {ev.kind:<18} {fields}".rstrip()
+
+
+def event_document(ev: Event) -> dict[str, Any]:
+    """One event as JSON (``janus events --json``: one object per line)."""
+    doc: dict[str, Any] = {"dependency": ev.dependency, "id": ev.event_id, "kind": ev.kind}
+    doc["at_ms"] = ev.at_ms
+    for key, value in ev.fields.items():  # times as numbers, so they get an _iso twin
+        numeric = key.endswith("_ms") and value.lstrip("-").isdigit()
+        doc[key] = int(value) if numeric else value
+    out: dict[str, Any] = with_iso(doc)
+    return out
 
 
 def document(statuses: list[DependencyStatus], now_ms: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from janus.cli import main
-from janus.embedded import free_port
+from janus.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = """
@@ -102,7 +102,7 @@ def test_apply_then_submit_then_status(
     assert (repeat["status"], repeat["created"], repeat["state"]) == ("ready", False, "scheduled")
     status = runner.invoke(main, ["status", *args])
     assert status.exit_code == 0, status.output
-    header, row = status.output.strip().splitlines()
+    header, row = status.output.strip().splitlines()[:2]
     assert header.split()[:2] == ["dependency", "policy"]
     assert row.split()[:5] == ["pay", "v1", "1", "1", "0"]  # one job waiting (cost 1), none running
 

@@ -69,6 +69,8 @@ def test_a_known_run_is_counted_in_redis_and_exported(redis_url: str, prefix: st
         "failed": 2,
         "dead:not_retryable": 1,
         "retried": 1,
+        "lag_le:5": 3,  # the test clock stands still: released at their not_before
+        "lag_ms_sum": 0,
     }
     server, _ = metrics.serve(jn, 0, addr="127.0.0.1")
     try:
@@ -85,6 +87,10 @@ def test_a_known_run_is_counted_in_redis_and_exported(redis_url: str, prefix: st
     assert sample(got, "janus_retries_total") == 1
     assert sample(got, "janus_dead_letters_total", reason="not_retryable") == 1
     assert sample(got, "janus_lease_expired_total") == 0
+    assert got[("janus_release_lag_seconds_bucket", (("dependency", "pay"), ("le", "0.005")))] == 3
+    assert got[("janus_release_lag_seconds_bucket", (("dependency", "pay"), ("le", "+Inf")))] == 3
+    assert sample(got, "janus_release_lag_seconds_count") == 3
+    assert sample(got, "janus_held") == 0 and sample(got, "janus_deleting") == 0
     assert sample(got, "janus_scheduled_jobs") == 2  # j3 (never fetched) and the retry of c
     assert sample(got, "janus_in_flight") == 0
     assert sample(got, "janus_dead_letter_entries") == 1
@@ -141,3 +147,26 @@ def test_the_coordinator_refuses_a_bad_metrics_port(bad: str) -> None:
 
     result = CliRunner().invoke(main, ["coordinator", "--metrics-port", bad])
     assert result.exit_code == 2 and "--metrics-port" in result.output
+
+
+def test_release_lag_is_a_histogram_of_start_minus_not_before(
+    standalone_url: str, prefix: str
+) -> None:
+    """Two jobs allowed at t, fetched 2 s later (no worker was free): each lags 2 s."""
+    clock = FakeClock()
+    jn = make_janus(standalone_url, prefix, BODY, clock)
+    jn.submit_many("pay", [Job(scope="a", job_id=f"j{i}") for i in range(2)])
+    clock.advance_ms(2_000)
+    assert len(take(jn, "pay")) == 2
+    counts = jn.counters("pay")
+    assert (counts["lag_le:5000"], counts["lag_ms_sum"]) == (2, 4_000)
+    server, _ = metrics.serve(jn, 0, addr="127.0.0.1")
+    try:
+        got = scrape(server.server_port)
+    finally:
+        server.shutdown()
+    bucket = "janus_release_lag_seconds_bucket"
+    assert got[(bucket, (("dependency", "pay"), ("le", "1.0")))] == 0
+    assert got[(bucket, (("dependency", "pay"), ("le", "5.0")))] == 2
+    assert sample(got, "janus_release_lag_seconds_sum") == 4.0
+    jn.close()

@@ -15,9 +15,9 @@ import redis
 from janus import doctor
 from janus.client import Janus, Job
 from janus.coordinator import Coordinator
-from janus.embedded import RedisServer
 from janus.errors import AccessDenied, AuthenticationFailed, RedisUnavailable
 from janus.policy import parse_policy_text
+from janus.testing import RedisServer
 from janus.urls import InvalidUrl, check_url, redact
 
 from tests.conftest import RedisClient
@@ -45,7 +45,8 @@ def _user_url(url: str, user: str, password: str) -> str:
 
 def _whole_flow(jn: Janus) -> None:
     """Everything a deployment does: apply, submit, fetch, heartbeat, report (retry and dead
-    letter), a coordinator step, status, dead letters, replay, purge, a worker leaving."""
+    letter), a coordinator step, status, dead letters, replay, purge, a worker leaving, and
+    the operator's actions (pause, resume, events, delete)."""
     jn.apply_policies(parse_policy_text(policy(BODY), "p.yaml"))
     assert jn.submit("pay", scope="t", job_id="a").status == "ready"
     jn.submit_many("pay", [Job(scope="t", job_id="b"), Job(scope="u", job_id="c")])
@@ -67,6 +68,18 @@ def _whole_flow(jn: Janus) -> None:
     assert jn.job("pay", "a") is not None
     assert jn.scope_status("pay", "t").scope == "t"
     assert w.store.forget_consumer("pay", "g", "w1")  # a worker leaving its group cleanly
+    # Operations: metrics' reads, pauses by hand, events, a top-scopes status, a deletion.
+    assert jn.counters("pay")["started"] >= 3
+    jn.pause("pay", scope="t", for_s=60)
+    jn.pause("pay")
+    jn.submit("pay", scope="t", job_id="d")
+    assert jn.status("pay", top=3).held_scopes == 1
+    assert jn.resume("pay").status == "resumed"
+    jn.resume("pay", scope="t")
+    assert jn.events("pay", last=2)[-1].kind == "resumed"
+    assert [e.kind for e in jn.events("pay")][0] == "policy_applied"
+    progress = jn.delete_policy("pay", drop=True)
+    assert progress.deleted and progress.dropped >= 1  # d, and the replayed letters
 
 
 @pytest.mark.parametrize("rules", ["least-privilege", "+@all -@dangerous"])
@@ -220,7 +233,7 @@ def _make_certs(tmp: Path) -> dict[str, Path]:
 def test_tls_with_a_ca_and_client_certificates_runs_the_whole_flow(tmp_path: Path) -> None:
     """rediss:// with the CA file and a client certificate (the server requires one): the
     whole flow runs over TLS; without the client certificate the connection is refused."""
-    from janus.embedded import free_port
+    from janus.testing import free_port
 
     certs = _make_certs(tmp_path)
     tls_port = free_port()

@@ -64,8 +64,9 @@ def test_status_piped_is_whole_and_says_when(standalone_url: str, prefix: str) -
     _open_circuit_and_pause(standalone_url, prefix)
     result = CliRunner().invoke(main, ["status", "--redis", standalone_url, "--prefix", prefix])
     assert result.exit_code == 0, result.output
-    header, line = result.output.strip().splitlines()
-    assert "…" not in result.output and NAME in line
+    header, line, blank, top = result.output.strip().splitlines()
+    assert "…" not in result.output and NAME in line and blank == ""
+    assert top == f"{NAME}: top scopes by waiting work: a 2 jobs (cost 2)"
     assert header.split()[:3] == ["dependency", "policy", "scheduled"]
     assert ("open until " in line and "UTC (in 60 min)" in line) or "UTC (in 59 min)" in line
     assert ("until " in line and "(in 10 min)" in line) or "(in 9 min)" in line

@@ -15,8 +15,15 @@ LUA = scripts.lua_dir()
 #: Pure core: no Redis client, no clock, no threads.
 PURE = {"keys", "policy", "decisions", "calls", "scripts", "errors", "doctor", "measure"}
 #: The only modules allowed to import redis-py: the sync store and the asyncio store
-#: (embedded only starts binaries; testing builds clients through the stores' front-ends).
+#: (testing builds clients through the stores' front-ends).
 REDIS_FACING = {"store", "aio/store"}
+#: The one exception, not on the product's path: the throwaway servers of janus.testing
+#: (and the demo) administer their own redis-server processes through redis-py (PING, INFO,
+#: CLUSTER INFO, SHUTDOWN). It may import redis for that and nothing of Janus but its errors.
+SERVER_ADMIN = "_servers"
+SERVER_ADMIN_JANUS_IMPORTS = {"janus.errors"}
+#: What the server module must never do: run Janus's functions or scripts, or load them.
+SERVER_ADMIN_NEVER = {"fcall", "fcall_ro", "evalsha", "eval", "register_script", "function_load"}
 FORBIDDEN_IN_PURE = {"redis", "time", "threading", "datetime", "socket", "subprocess"}
 
 
@@ -104,15 +111,34 @@ def test_pure_core_imports_no_io(module: str) -> None:
 
 def test_only_the_stores_import_redis() -> None:
     """One Redis-facing module per I/O model: front-ends go through janus.store or
-    janus.aio.store."""
+    janus.aio.store. The throwaway servers' module is the one, separately checked, exception."""
     seen = set()
     for path in SRC.rglob("*.py"):
         module = path.relative_to(SRC).with_suffix("").as_posix()
         roots = {name.split(".")[0] for name in _imports(module)}
-        if "redis" in roots:
+        if "redis" in roots and module != SERVER_ADMIN:
             assert module in REDIS_FACING, module
             seen.add(module)
     assert seen == REDIS_FACING
+
+
+def test_the_server_module_uses_redis_only_to_administer_its_servers() -> None:
+    """janus._servers imports nothing of Janus but janus.errors (no calls, scripts, keys or
+    store), and no name in it runs or loads a function or script (FCALL, EVALSHA, ...): it
+    reaches Redis only to start, probe and stop the servers it owns."""
+    imported = _imports(SERVER_ADMIN)
+    assert {m for m in imported if m.split(".")[0] == "janus"} <= SERVER_ADMIN_JANUS_IMPORTS
+    tree = ast.parse((SRC / f"{SERVER_ADMIN}.py").read_text())
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    words = {
+        word.lower()
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        for word in n.value.split()
+    }
+    assert not {name.lower() for name in names} & SERVER_ADMIN_NEVER
+    assert not words & SERVER_ADMIN_NEVER
 
 
 def _code_lines(path: Path) -> int:
@@ -274,3 +300,18 @@ def test_the_store_only_sends_calls() -> None:
         text = (SRC / f"{module}.py").read_text()
         assert "argv_of(" not in text and "keys_of(" not in text, module
         assert "reply[" not in text, module
+
+
+@pytest.mark.parametrize(
+    ("script", "layout"), [("pause", "PAUSE_REPLY"), ("delete", "DELETE_REPLY")]
+)
+def test_admin_replies_match_the_lua_headers(script: str, layout: str) -> None:
+    """pause.lua and delete.lua reply with a fixed list, named in their headers in order."""
+    import re
+
+    from janus import calls
+
+    text = _paragraph((LUA / f"{script}.lua").read_text(), r"^-- Returns ")
+    listed = re.search(r"\d+ (?:values|integers): (.*?)\.$", text)
+    assert listed is not None, text
+    assert _names(listed.group(1)) == getattr(calls, layout)

@@ -14,8 +14,18 @@ from types import TracebackType
 from janus.aio.store import AsyncStore, connect
 from janus.aio.worker import AsyncWorker
 from janus.client import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PAYLOAD, ClientCore, Job
-from janus.decisions import DeadLetter, Decision, DependencyStatus, JobInfo, ScopeStatus
+from janus.decisions import (
+    DeadLetter,
+    Decision,
+    DeleteProgress,
+    DependencyStatus,
+    Event,
+    JobInfo,
+    PauseResult,
+    ScopeStatus,
+)
 from janus.policy import PolicySet
+from janus.worker_metrics import WorkerMetrics
 
 
 class AsyncJanus(ClientCore):
@@ -100,9 +110,16 @@ class AsyncJanus(ClientCore):
         """See :meth:`janus.Janus.apply_policies`."""
         return await self.store.drive(self._apply_op(policies))
 
-    def worker(self, dependency: str, *, group: str, consumer: str | None = None) -> AsyncWorker:
+    def worker(
+        self,
+        dependency: str,
+        *,
+        group: str,
+        consumer: str | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> AsyncWorker:
         """An asyncio worker in ``group`` (see :meth:`janus.Janus.worker`)."""
-        w = AsyncWorker(self.store, dependency, group=group, consumer=consumer)
+        w = AsyncWorker(self.store, dependency, group=group, consumer=consumer, metrics=metrics)
         w._clock = self._clock
         return w
 
@@ -135,9 +152,34 @@ class AsyncJanus(ClientCore):
         """See :meth:`janus.Janus.scope_status`."""
         return await self.store.drive(self._scope_status_op(dependency, scope))
 
-    async def status(self, dependency: str) -> DependencyStatus:
+    async def status(self, dependency: str, *, top: int = 0) -> DependencyStatus:
         """See :meth:`janus.Janus.status`."""
-        return await self.store.drive(self._status_op(dependency))
+        return await self.store.drive(self._status_op(dependency, top))
+
+    async def pause(
+        self, dependency: str, *, for_s: float | None = None, scope: str | None = None
+    ) -> PauseResult:
+        """See :meth:`janus.Janus.pause`."""
+        return await self.store.drive(self._pause_op(dependency, for_s, scope))
+
+    async def resume(self, dependency: str, *, scope: str | None = None) -> PauseResult:
+        """See :meth:`janus.Janus.resume`."""
+        return await self.store.drive(self._pause_op(dependency, None, scope, resume=True))
+
+    async def delete_policy(self, dependency: str, *, drop: bool = False) -> DeleteProgress:
+        """See :meth:`janus.Janus.delete_policy`."""
+        return await self.store.drive(self._delete_op(dependency, drop))
+
+    async def events(
+        self,
+        dependency: str,
+        *,
+        after: str | None = None,
+        last: int | None = None,
+        count: int = 1000,
+    ) -> list[Event]:
+        """See :meth:`janus.Janus.events`."""
+        return await self.store.drive(self._events_op(dependency, after, last, count))
 
     async def counters(self, dependency: str) -> dict[str, int]:
         """See :meth:`janus.Janus.counters`."""
