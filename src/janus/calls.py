@@ -796,17 +796,22 @@ def status(keys: Keys, now_us: int | None, top: int = 0) -> Op[DependencyStatus]
     scopes by waiting work."""
     now_ms = yield from _now_ms(now_us)
     streams = yield from stream_counts(keys)
-    loads = (yield from top_scopes(keys, top, now_ms)) if top > 0 else ()
+    loads, oldest = (yield from top_scopes(keys, top, now_ms)) if top > 0 else ([], None)
     dependency = keys.dependency
 
     def parse(replies: list[Any]) -> DependencyStatus:
-        (version, circuit_on, deleting), active_scopes, in_flight, parked, st, head, dead = replies
+        (version, circuit_on, deleting, interval, burst, max_fl), *rest = replies
+        active_scopes, in_flight, parked, st, head, dead = rest
         state = unpack_fields(st[0], STATE_PACKED)
         c = unpack_fields(st[1], CIRCUIT_PACKED)
         circuit_until = int(c["c_until"])
         paused = int(state["paused_until"])
         budget = int(state["b_milli"]) if st[0] and state["b_milli"] >= 0 else None
         held_until, held_scopes = parse_hold(st[2], now_ms)
+        tokens: float | None = None
+        if interval and burst:  # the dependency bucket (GCRA, lua/include/buckets.lua)
+            ahead = max(state["dtat"] - now_ms * 1000, 0) / int(interval)
+            tokens = max(int(burst) - ahead, 0.0)
         # Derived from the applied policy: a circuit state left from an earlier policy that
         # had a breaker is not shown (nor used: the functions ignore it too).
         if version is None or _decode(circuit_on or b"0") != "1":
@@ -835,12 +840,24 @@ def status(keys: Keys, now_us: int | None, top: int = 0) -> Op[DependencyStatus]
             held_scopes=held_scopes,
             deleting=deleting == b"1",
             top_scopes=tuple(loads),
+            oldest_waiting_ms=oldest,
+            max_in_flight=int(max_fl) if max_fl and int(max_fl) > 0 else None,
+            tokens=tokens,
         )
 
     result: DependencyStatus = yield Commands(
         keys.policy,
         (
-            ("HMGET", keys.policy, "version", "circuit_enabled", "deleting"),
+            (
+                "HMGET",
+                keys.policy,
+                "version",
+                "circuit_enabled",
+                "deleting",
+                "interval_us",
+                "burst",
+                "max_in_flight",
+            ),
             ("ZCARD", keys.active),
             ("ZCOUNT", keys.inflight, f"({now_ms}", "+inf"),
             ("ZCARD", keys.parked),
@@ -859,10 +876,11 @@ def status(keys: Keys, now_us: int | None, top: int = 0) -> Op[DependencyStatus]
 TOP_CANDIDATES = 500
 
 
-def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[list[ScopeLoad]]:
+def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[tuple[list[ScopeLoad], int | None]]:
     """The ``n`` scopes with the most work waiting, among the scopes in the fair queue and
     those of the next jobs due (a bounded sample: a status must stay cheap with a million
-    tenants). Names come from each scope's first waiting job record."""
+    tenants), and when the oldest job among their first ones was submitted (ms; None when
+    nothing waits). Names come from each scope's first waiting job record."""
     lim = TOP_CANDIDATES
     what = f"reading the scopes of {keys.dependency!r}"
     active, throttled, delayed = yield Commands(
@@ -886,7 +904,7 @@ def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[list[ScopeLoad]]:
                 first_job.setdefault(_decode(scope_enc), record)
     encs = list(dict.fromkeys([_decode(e) for e in (*active, *throttled)] + list(first_job)))
     if not encs:
-        return []
+        return [], None
     commands: list[tuple[Arg, ...]] = []
     for enc in encs:
         commands += [
@@ -909,6 +927,12 @@ def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[list[ScopeLoad]]:
             elif until_us // 1000 > now_ms:
                 held = until_us // 1000
         rows.append((enc, int(v["qn"]), int(v["qc"]), held))
+    firsts = list(first_job.items())
+    submitted = yield Commands(
+        keys.active, tuple(("HGET", k, "submitted_ms") for _, k in firsts), list, what
+    )
+    times = [int(t) for t in submitted if t is not None]
+    oldest = min(times) if times else None
     rows.sort(key=lambda r: (-r[1], -r[2], r[0]))
     rows = rows[:n]
     # An encoded scope (~digest) is named by the record of one of its jobs.
@@ -919,7 +943,8 @@ def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[list[ScopeLoad]]:
             keys.active, tuple(("HGET", first_job[e], "scope") for e in hashed), list, what
         )
         names = {e: _decode(f) for e, f in zip(hashed, found, strict=True) if f is not None}
-    return [ScopeLoad(names.get(enc, enc), jobs_n, cost, held) for enc, jobs_n, cost, held in rows]
+    loads = [ScopeLoad(names.get(enc, enc), jobs_n, cost, held) for enc, jobs_n, cost, held in rows]
+    return loads, oldest
 
 
 def counters(keys: Keys) -> Commands[dict[str, int]]:

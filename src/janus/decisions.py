@@ -313,6 +313,13 @@ class DependencyStatus:
     waiting work drains."""
     top_scopes: tuple[ScopeLoad, ...] = ()
     """The scopes with the most work waiting (filled in by ``status(..., top=N)``)."""
+    oldest_waiting_ms: int | None = None
+    """When the oldest of the scopes' first waiting jobs was submitted (with ``top`` > 0;
+    a bounded sample, see :func:`janus.calls.top_scopes`); None when nothing waits."""
+    max_in_flight: int | None = None
+    """The policy's in-flight limit (None: unlimited)."""
+    tokens: float | None = None
+    """Cost the dependency bucket would let through now (0 .. burst)."""
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class JanusCollector(Collector):
         return self.dependencies or self.jn.store.dependencies()
 
     def _read(self, dep: str) -> tuple[DependencyStatus, dict[str, int]]:
-        return self.jn.status(dep), self.jn.counters(dep)
+        return self.jn.status(dep, top=1), self.jn.counters(dep)
 
 
 def _counter_families(
@@ -157,6 +157,14 @@ def _gauge_families(
         ),
         "held_scopes": gauge("janus_held_scopes", "Scopes paused by hand."),
         "deleting": gauge("janus_deleting", "1 while the policy is being deleted (draining)."),
+        "max_in_flight": gauge(
+            "janus_max_in_flight", "The policy's in-flight limit (absent: none)."
+        ),
+        "tokens": gauge("janus_bucket_tokens", "Cost the dependency bucket lets through now."),
+        "oldest": gauge(
+            "janus_oldest_waiting_seconds",
+            "Age of the oldest job among each scope's first waiting ones (absent: none waits).",
+        ),
         "due_in": gauge(
             "janus_next_due_seconds", "Seconds until the next delayed job is due (<0: late)."
         ),
@@ -186,6 +194,12 @@ def _gauge_families(
             g["held_until"].add_metric([dep], st.held_until_ms / 1000)
         g["held_scopes"].add_metric([dep], st.held_scopes)
         g["deleting"].add_metric([dep], 1 if st.deleting else 0)
+        if st.max_in_flight is not None:
+            g["max_in_flight"].add_metric([dep], st.max_in_flight)
+        if st.tokens is not None:
+            g["tokens"].add_metric([dep], st.tokens)
+        if st.oldest_waiting_ms is not None:
+            g["oldest"].add_metric([dep], max(now_s - st.oldest_waiting_ms / 1000, 0.0))
     yield from g.values()
 
 

@@ -83,7 +83,10 @@ def test_pausing_one_scope_holds_only_that_scope(redis_url: str, prefix: str) ->
     assert jn.status("pay").held_scopes == 2
     got = take(jn, "pay")
     assert sorted(j.id for j in got) == ["b0", "b1", "b2"]  # b flows, a waits
-    top = jn.status("pay", top=5).top_scopes
+    st = jn.status("pay", top=5)
+    assert st.oldest_waiting_ms == clock.now_us // 1000  # a0, submitted at the start
+    assert st.tokens == 100 - 3  # burst 100, b's three released, the clock stood still
+    top = st.top_scopes
     assert [(t.scope, t.waiting_jobs, t.held_until_ms is not None) for t in top][:1] == [
         ("a", 3, True)
     ]

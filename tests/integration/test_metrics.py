@@ -91,6 +91,9 @@ def test_a_known_run_is_counted_in_redis_and_exported(redis_url: str, prefix: st
     assert got[("janus_release_lag_seconds_bucket", (("dependency", "pay"), ("le", "+Inf")))] == 3
     assert sample(got, "janus_release_lag_seconds_count") == 3
     assert sample(got, "janus_held") == 0 and sample(got, "janus_deleting") == 0
+    assert sample(got, "janus_bucket_tokens") == 1.0  # burst 4, three taken, no time passed
+    assert ("janus_max_in_flight", (("dependency", "pay"),)) not in got  # no limit
+    assert ("janus_oldest_waiting_seconds", (("dependency", "pay"),)) in got  # j3 waits
     assert sample(got, "janus_scheduled_jobs") == 2  # j3 (never fetched) and the retry of c
     assert sample(got, "janus_in_flight") == 0
     assert sample(got, "janus_dead_letter_entries") == 1
