@@ -50,9 +50,19 @@ local ctx = new_ctx(policy, now, {policy = KEYS[1], scopes = KEYS[2], state = KE
   {job = ARGV[1], scope = ARGV[2], ready = ARGV[3], quota = ARGV[4],
     max_steps = tonumber(ARGV[7])})
 load_state(ctx)
+-- Dropping must not push dead letters past max_dead_letters (the stream trims its oldest:
+-- dropped work would vanish): refused whole, before anything is written.
+local keep = policy.max_dead_letters
+if not keep or keep < 1 then
+  keep = 100000
+end
+if drop and redis.call('XLEN', KEYS[6]) + ctx.queued_count > keep then
+  return redis.error_reply('JANUS_INVALID - dropping ' .. fmt(ctx.queued_count) ..
+    ' waiting job(s) would take the dead letters past max_dead_letters (' .. fmt(keep) ..
+    ') and trim the oldest: raise max_dead_letters, purge dead letters, or let the work drain')
+end
 if policy.deleting ~= 1 then
   redis.call('HSET', KEYS[1], 'deleting', '1')
-  redis.call('HSET', KEYS[1], 'packed', pack_policy(KEYS[1]))
   event(ctx, 'policy_deleting', 'version', fmt(policy.version), 'drop', ARGV[6])
   signal_workers(ctx)  -- (idle workers look once: the drain goes on as usual)
 end
@@ -93,8 +103,14 @@ if drop then
       drop_job(job_enc)
     end
   end
+  -- Scopes in the fair queue (or set aside), as many as this call has steps for: each one
+  -- emptied leaves its set, so the next call starts with the next one.
   for _, zset in ipairs({KEYS[7], KEYS[8]}) do
-    for _, scope_enc in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
+    local scopes = {}
+    if steps_left(ctx) > 0 then
+      scopes = redis.call('ZRANGE', zset, 0, steps_left(ctx) - 1)
+    end
+    for _, scope_enc in ipairs(scopes) do
       local line = ctx.ready_prefix .. scope_enc
       while steps_left(ctx) > 0 do
         local job_enc = redis.call('LPOP', line)
@@ -116,20 +132,34 @@ if drop then
   end
 end
 
--- What is left, counted from the queues themselves (not the totals a drift could skew).
-local waiting = redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[9])
-for _, zset in ipairs({KEYS[7], KEYS[8]}) do
-  for _, scope_enc in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
-    waiting = waiting + redis.call('LLEN', ctx.ready_prefix .. scope_enc)
-  end
-end
+-- Is anything left? The queues themselves say (a scope in the fair queue or set aside
+-- always has a job on its line, so four ZCARDs answer without walking the scopes); the
+-- number reported is the state's count of waiting jobs.
+local left = redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[9]) +
+  redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8])
 local running = redis.call('ZCARD', KEYS[5])
+local waiting = 0
+if left > 0 then
+  waiting = math.max(ctx.queued_count, left)
+end
 local deleted = 0
 save_state(ctx)
 scope_flush(ctx)
-if waiting == 0 and running == 0 then
+if left == 0 and running == 0 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[7], KEYS[8])
   ctx.queued_count, ctx.queued_cost, ctx.active_w = 0, 0, 0
+  -- Pauses by hand end with the policy: a policy applied later starts unpaused.
+  if ctx.hold > 0 then
+    ctx.hold = 0
+    event(ctx, 'resumed', 'by', 'deletion', 'scope', '')
+  end
+  if ctx.hold_n > 0 then
+    ctx.now = HOLD_FOREVER  -- (every scope's hold is "past": hold_scan ends them all)
+    hold_scan(ctx, 'deletion')
+    ctx.now = now
+  end
+  ctx.hold_next = 0
+  save_hold(ctx)
   event(ctx, 'policy_deleted', 'version', fmt(policy.version))
   save_state(ctx)
   deleted = 1

@@ -41,6 +41,7 @@ end
 local ctx = new_ctx(policy, now, {policy = KEYS[1], state = KEYS[2], throttled = KEYS[3],
   wake = KEYS[4], work = KEYS[5]}, {})
 load_state(ctx)
+expire_holds(ctx)  -- (a timed hold that ended unseen gets its event before this change)
 local status, until_us = 'paused', 0
 if for_ms ~= 0 then
   until_us = HOLD_FOREVER
@@ -92,6 +93,8 @@ else
       ctx.hold_n = ctx.hold_n + 1
     end
     redis.call('HSET', KEYS[2], hold_field(scope_enc), fmt(until_us) .. ' ' .. scope)
+    -- Set aside by an earlier, longer hold: it now waits only until this one ends.
+    redis.call('ZADD', KEYS[3], 'XX', 'LT', fmt(until_us), scope_enc)
     tally(ctx, 'held')
     event(ctx, 'paused', 'by', 'hand', 'scope', scope, 'until_ms', fmt(until_ms))
   end

@@ -43,7 +43,7 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
   'circuit_min_requests', 'circuit_window_ms', 'circuit_open_ms', 'circuit_open_max_ms',
   'circuit_probes', 'scope_max_queued', 'scope_max_queued_cost', 'scope_quota_limit',
   'scope_quota_period_ms', 'scope_quota_rolling', 'scope_quota_wait', 'version', 'test_clock',
-  'max_dead_letters', 'deleting'}
+  'max_dead_letters'}
 
 -- Parsed policies, per policy key, kept for as long as the library is loaded: a call reads
 -- the one field `packed` (every POLICY_FIELDS value in order, written by apply_policy.lua)
@@ -52,21 +52,28 @@ local POLICY_FIELDS = {'interval_us', 'burst', 'max_in_flight', 'max_wait_ms', '
 local POLICY_CACHE, POLICY_CACHED = {}, 0
 
 -- Returns the compiled policy as a table of numbers (read only: shared between calls), or
--- nil when none is applied.
+-- nil when none is applied. `deleting` (delete.lua) is a field of its own, not in `packed`:
+-- `packed` keeps the layout every revision of protocol 1 parses (an older library reading a
+-- longer one would index past its field names), and values past the names are ignored.
 local function load_policy(policy_key)
-  local raw = redis.call('HGET', policy_key, 'packed')
+  local got = redis.call('HMGET', policy_key, 'packed', 'deleting')
+  local raw = got[1]
   if not raw then
     return nil
   end
+  local deleting = got[2] or '0'
   local hit = POLICY_CACHE[policy_key]
-  if hit and hit.raw == raw then
+  if hit and hit.raw == raw and hit.deleting == deleting then
     return hit.p
   end
   local p, i = {}, 0
   for num in string.gmatch(raw, '[^ ]+') do
     i = i + 1
-    p[POLICY_FIELDS[i]] = tonumber(num)
+    if POLICY_FIELDS[i] then
+      p[POLICY_FIELDS[i]] = tonumber(num)
+    end
   end
+  p.deleting = tonumber(deleting) or 0
   -- Per-policy constants, computed once per version.
   p.default_lim = {interval = p.scope_interval_us, burst = p.scope_burst,
     weight = p.scope_weight_milli, max_queued = p.scope_max_queued,
@@ -80,7 +87,7 @@ local function load_policy(policy_key)
   if not hit then
     POLICY_CACHED = POLICY_CACHED + 1
   end
-  POLICY_CACHE[policy_key] = {raw = raw, p = p}
+  POLICY_CACHE[policy_key] = {raw = raw, deleting = deleting, p = p}
   return p
 end
 

@@ -25,8 +25,10 @@ local function hold_get(ctx, scope_enc)
 end
 
 -- The earliest end of a scope's hold (0: none), and the number of held scopes, recounted
--- from the fields themselves.
-local function hold_scan(ctx)
+-- from the fields themselves; holds whose end has passed are ended (`by` says why, for the
+-- event). A scope its hold set aside comes back now (a lower score only: whatever else
+-- holds it is checked again when it comes back).
+local function hold_scan(ctx, by)
   local all = redis.call('HGETALL', ctx.keys.state)
   local n, nxt = 0, 0
   for i = 1, #all, 2 do
@@ -35,7 +37,9 @@ local function hold_scan(ctx)
       at = tonumber(at) or 0
       if at <= ctx.now then
         redis.call('HDEL', ctx.keys.state, all[i])
-        event(ctx, 'resumed', 'by', 'timer', 'scope', name or '')
+        redis.call('ZADD', ctx.keys.throttled, 'XX', 'LT', fmt(math.min(ctx.now, HOLD_FOREVER)),
+          string.sub(all[i], 6))
+        event(ctx, 'resumed', 'by', by or 'timer', 'scope', name or '')
       else
         n = n + 1
         if at < HOLD_FOREVER and (nxt == 0 or at < nxt) then

@@ -23,6 +23,7 @@ test checks each against the header of its Lua script.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -464,6 +465,13 @@ def delete_policy(
     return _call("delete", keys, argv, parse, f"deleting the policy of {dependency!r}")
 
 
+def register(keys: Keys) -> Commands[int]:
+    """List the dependency in the registry (what ``apply_policy_op`` does after applying)."""
+    key = registry(keys.prefix)
+    what = f"registering {keys.dependency!r}"
+    return Commands(key, (("SADD", key, keys.dependency),), _first, what)
+
+
 def unregister(keys: Keys) -> Commands[int]:
     """Take a deleted dependency out of the registry (another slot; coordinators and
     ``janus status`` stop listing it)."""
@@ -626,12 +634,7 @@ def apply_policy_op(keys: Keys, compiled: CompiledPolicy) -> Op[tuple[int, bool]
     """Apply the policy, then list the dependency in the registry (another slot: it is only
     a directory for coordinators and ``janus status``, so it is written after the policy)."""
     done: tuple[int, bool] = yield apply_policy(keys, compiled)
-    yield Commands(
-        registry(keys.prefix),
-        (("SADD", registry(keys.prefix), compiled.dependency),),
-        _first,
-        f"registering {compiled.dependency!r}",
-    )
+    yield register(keys)
     return done
 
 
@@ -782,10 +785,10 @@ def _now_ms(now_us: int | None) -> Op[int]:
 def parse_hold(raw: object, now_ms: int) -> tuple[int | None, int]:
     """The state field ``hold`` (lua/include/core.lua) as (the dependency's pause by hand:
     its end in ms, -1 until resumed, None when not held; the number of held scopes)."""
-    if not raw:
-        return None, 0
-    parts = _decode(raw).split()
-    until_us, held = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    parts = _decode(raw).split() if raw else []
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return None, 0  # (what the functions read a malformed value as: not held)
+    until_us, held = int(parts[0]), int(parts[1])
     if until_us >= HOLD_FOREVER_US:
         return -1, held
     return (until_us // 1000 if until_us // 1000 > now_ms else None), held
@@ -920,8 +923,9 @@ def top_scopes(keys: Keys, n: int, now_ms: int) -> Op[tuple[list[ScopeLoad], int
         if head is not None:
             first_job[enc] = keys.job_prefix + _decode(head)
         held: int | None = None
-        if hold:
-            until_us = int(_decode(hold).split(" ", 1)[0])
+        first = _decode(hold).split(" ", 1)[0] if hold else ""
+        if first.isdigit():
+            until_us = int(first)
             if until_us >= HOLD_FOREVER_US:
                 held = -1
             elif until_us // 1000 > now_ms:
@@ -1034,6 +1038,26 @@ def scope_status(keys: Keys, scope: str, now_us: int | None) -> Op[ScopeStatus]:
         f"reading scope {scope!r} of {dependency!r}",
     )
     return result
+
+
+def job_fates(keys: Keys, job_ids: Sequence[str]) -> Commands[list[tuple[str | None, int, int]]]:
+    """Per job id: (its record's status, or None when there is no record; attempts started;
+    attempts reported completed, from its history). One pipeline; the caller chunks it."""
+
+    def parse(replies: list[Any]) -> list[tuple[str | None, int, int]]:
+        out: list[tuple[str | None, int, int]] = []
+        for status, attempt, history in replies:
+            done = 0
+            if history:
+                try:
+                    done = sum(1 for h in json.loads(history) if h.get("outcome") == "completed")
+                except (ValueError, AttributeError):
+                    done = 0
+            out.append((_decode(status) if status else None, int(attempt or 0), done))
+        return out
+
+    commands = tuple(("HMGET", keys.job(j), "status", "attempt", "history") for j in job_ids)
+    return Commands(keys.policy, commands, parse, f"reading the jobs of {keys.dependency!r}")
 
 
 def job(keys: Keys, job_id: str) -> Commands[JobInfo | None]:

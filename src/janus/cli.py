@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 from wsgiref.simple_server import WSGIServer
@@ -222,7 +223,7 @@ def policy_delete(
         if jn.status(dependency).policy_version is None:
             click.echo(f"error: {dependency!r} has no applied policy", err=True)
             sys.exit(1)
-        dropped, shown = 0, None
+        dropped, shown, warned = 0, None, False
         while True:
             progress = jn.delete_policy(dependency, drop=drop)
             dropped += progress.dropped
@@ -238,6 +239,13 @@ def policy_delete(
                     + (f"; {dropped} dead-lettered" if dropped else "")
                 )
                 shown = now
+            if not warned and jn.status(dependency).held_until_ms is not None:
+                warned = True
+                click.echo(
+                    f"{dependency}: paused by hand: nothing is released, so nothing drains "
+                    f"(`janus resume {dependency}`, or --drop)",
+                    err=True,
+                )
             if not wait or time.monotonic() >= deadline:
                 click.echo(
                     f"{dependency}: still draining; run `janus policy delete {dependency}` "
@@ -850,9 +858,13 @@ def events(
                 batch = jn.events(dependency, after=after)
             except KeyboardInterrupt:
                 return
-            show(batch)
-            if batch:
-                after = batch[-1].event_id
+            while True:  # (a burst: every page of it, before sleeping again)
+                show(batch)
+                if batch:
+                    after = batch[-1].event_id
+                if len(batch) < 1000:
+                    break
+                batch = jn.events(dependency, after=after)
 
 
 @main.command()
@@ -892,6 +904,89 @@ def submit(
     click.echo(json.dumps(d.__dict__, sort_keys=True))
     if d.status == "rejected":
         sys.exit(3)
+
+
+@main.group()
+def bench() -> None:
+    """The SRE load benchmark: open-loop scenarios against any Redis, with a report."""
+
+
+@bench.command("run")
+@click.argument("scenario_path", metavar="SCENARIO.yaml", type=click.Path(dir_okay=False))
+@click.option(
+    "--redis",
+    "url",
+    default=None,
+    help="Run against this Redis or Redis Cluster (a fresh key prefix per run); default: "
+    "a throwaway redis-server started and stopped for the run.",
+)
+@click.option("--cluster", is_flag=True, help="The throwaway Redis is a 3-master cluster.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Report directory (default: bench-results/<scenario>-<time>).",
+)
+@click.option(
+    "--scale",
+    type=click.FloatRange(0.05, 10),
+    default=1.0,
+    show_default=True,
+    help="Multiply every time in the scenario (duration, ramp, faults, drain) by this.",
+)
+@click.option("--no-fail", is_flag=True, help="Exit 0 even when a threshold failed.")
+def bench_run(
+    scenario_path: str,
+    url: str | None,
+    cluster: bool,
+    out: str | None,
+    scale: float,
+    no_fail: bool,
+) -> None:
+    """Run a load scenario (bench/scenarios/*.yaml) and write report.json, report.md and
+    PNG plots. Exit 0 when every threshold held, 1 when one failed (the report says which),
+    2 when the run could not be made."""
+    try:
+        from janus.loadtest import report as reporting
+        from janus.loadtest.progress import Progress
+        from janus.loadtest.run import run_scenario
+        from janus.loadtest.scenario import load_scenario
+    except ImportError as exc:
+        click.echo(
+            f"error: {exc.name} is missing; install the bench extra: "
+            "pip install 'janus-limiter[bench]'",
+            err=True,
+        )
+        sys.exit(2)
+    scenario, policies = load_scenario(scenario_path)
+    if scale != 1.0:
+        scenario = scenario.scaled(scale)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(out) if out else Path("bench-results") / f"{scenario.name}-{stamp}"
+    where = redact(url) if url else "a throwaway redis-server" + (" cluster" if cluster else "")
+    click.echo(f"janus bench: {scenario.name}: {scenario.duration:g} s of load on {where}")
+    with Progress(sys.stdout.isatty()) as progress:
+        raw = run_scenario(
+            scenario, policies, url=url, cluster=cluster, progress=progress.update,
+            log=progress.log,
+        )  # fmt: skip
+    report = reporting.build(raw)
+    files = reporting.write(report, raw, out_dir)
+    for t in report["thresholds"]:
+        op = "<=" if t["kind"] == "max" else ">="
+        mark = "PASS" if t["ok"] else "FAIL"
+        click.echo(f"  {mark}  {t['name']}: {t['value']} (bound {op} {t['bound']:g})")
+    tot = report["totals"]
+    click.echo(
+        f"accepted {tot['accepted']}, completed {tot['completed']}, lost {tot['lost']}, "
+        f"ran twice {tot['double_runs']}, overshoot {tot['overshoot']:g}"
+    )
+    click.echo(f"report: {files[1]} ({len(files)} files in {out_dir})")
+    if not report["passed"]:
+        failed = ", ".join(t["name"] for t in report["thresholds"] if not t["ok"])
+        click.echo(f"thresholds failed: {failed}", err=True)
+        if not no_fail:
+            sys.exit(1)
 
 
 @main.command()

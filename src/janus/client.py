@@ -233,14 +233,25 @@ class ClientCore:
                 break
         if step.deleted:
             yield calls.unregister(keys)
+            # Applied again meanwhile (by another operator)? Then it stays listed.
+            fields: dict[str, str] = yield calls.policy_fields(keys)
+            if fields:
+                yield calls.register(keys)
         return dataclasses.replace(step, dropped=dropped)
 
     def _events_op(
         self, dependency: str, after: str | None, last: int | None, count: int
     ) -> Op[list[Event]]:
         self._check_dependency(dependency)
-        if after is not None and not _STREAM_ID.fullmatch(str(after)):
+        if after is not None and (
+            not isinstance(after, str)
+            or not _STREAM_ID.fullmatch(after)
+            or any(int(part) >= 2**64 for part in after.split("-"))
+            or after == f"{2**64 - 1}-{2**64 - 1}"  # (nothing can come after the largest)
+        ):
             raise InvalidInput(f"after must be an event id like 1700000000000-0, got {after!r}")
+        if after is not None and last is not None:
+            raise InvalidInput("give after (follow the stream) or last (the newest), not both")
         for name, n in (("last", last), ("count", count)):
             if n is not None and (
                 isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000

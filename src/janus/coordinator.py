@@ -49,9 +49,15 @@ FATAL = (AuthenticationFailed, AccessDenied)
 WARN_EVENTS = frozenset({"circuit_open", "dead_letter", "lease_reclaimed", "paused"})
 
 
+def _shown(value: str) -> str:
+    """A field value for a text log line: quoted when it has spaces or control characters
+    (scope names and error kinds are the callers' strings: no forged log lines)."""
+    return value if value.isprintable() and " " not in value else repr(value)
+
+
 def log_event(ev: Event) -> None:
     """One event as one log line (and its fields as ``janus_event`` for a JSON log)."""
-    fields = " ".join(f"{k}={v}" for k, v in ev.fields.items() if v != "")
+    fields = " ".join(f"{k}={_shown(v)}" for k, v in ev.fields.items() if v != "")
     level = logging.WARNING if ev.kind in WARN_EVENTS else logging.INFO
     doc = {"dependency": ev.dependency, "kind": ev.kind, "at_ms": ev.at_ms, **ev.fields}
     log.log(level, "event %s %s %s", ev.dependency, ev.kind, fields, extra={"janus_event": doc})
@@ -198,13 +204,23 @@ class Coordinator:
 
     def _watch_loop(self, dependency: str) -> None:
         after: str | None = None  # the last event logged; None: not read yet
+        log_events = self.log_events
         while not self._stop.is_set():
-            try:
-                if self.log_events:
+            if log_events:
+                try:
                     after = self._log_events(dependency, after)
+                except FATAL as exc:  # (an ACL without +xrevrange: the wake-ups go on)
+                    log.error("not logging the events of %s: %s", dependency, exc)
+                    log_events = False
+                except Exception as exc:  # the next pass reads them
+                    log.debug("events of %s: %s", dependency, exc)
+            try:
                 signalled = self.store.wait_wake(dependency, self.watch_s)
             except Exception as exc:  # a watcher must outlive any client error; it only wakes
-                if self._stop.is_set() or isinstance(exc, FATAL):
+                if self._stop.is_set():
+                    return
+                if isinstance(exc, FATAL):
+                    log.error("the wake-up watcher of %s stops: %s", dependency, exc)
                     return
                 log.debug("watcher for %s: %s", dependency, exc)
                 self._stop.wait(1.0)
@@ -215,15 +231,20 @@ class Coordinator:
                     self._wake.set()
 
     def _log_events(self, dependency: str, after: str | None) -> str:
-        """Log the events after ``after`` (at start: none; the history is `janus events`)."""
+        """Log the events after ``after`` (at start: none; the history is `janus events`),
+        all of them: pages of 1,000 until one comes back short."""
         keys = self.store.keys(dependency)
         if after is None:
             newest = self.store.commands(calls.events(keys, last=1))
             return newest[-1].event_id if newest else "0-0"
-        batch = self.store.commands(calls.events(keys, after=after, count=1000))
-        for ev in batch:
-            log_event(ev)
-        return batch[-1].event_id if batch else after
+        while True:
+            batch = self.store.commands(calls.events(keys, after=after, count=1000))
+            for ev in batch:
+                log_event(ev)
+            if batch:
+                after = batch[-1].event_id
+            if len(batch) < 1000 or self._stop.is_set():
+                return after
 
     def run_in_thread(self, *, check: bool = True) -> threading.Thread:
         """Start :meth:`run` in a daemon thread (demo, tests); stop it with :meth:`stop`."""

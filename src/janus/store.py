@@ -575,12 +575,8 @@ class Store(Prefixed):
     def scope_status(self, dependency: str, scope: str, now_ms: int) -> ScopeStatus:
         return self.drive(calls.scope_status(self.keys(dependency), scope, now_ms * 1000))
 
-    def server_configs(self) -> dict[str, dict[str, str]]:
-        """CONFIG GET of the settings `janus doctor` checks, per primary ("host:port" -> dict).
-
-        A server that refuses CONFIG (some managed services) maps to an empty dict.
-        """
-        wanted = ("maxmemory-policy", "maxmemory", "appendonly", "save")
+    def _named_primaries(self) -> list[tuple[str, redis.Redis]]:
+        """("host:port", connection) of every primary (the one server when standalone)."""
         clients: list[tuple[str, redis.Redis]] = []
         if isinstance(self.client, RedisCluster):
             for node in self.client.get_primaries():  # type: ignore[no-untyped-call]
@@ -590,9 +586,39 @@ class Store(Prefixed):
         else:
             kw = self.client.connection_pool.connection_kwargs
             clients.append((f"{kw.get('host', '?')}:{kw.get('port', '?')}", self.client))
+        return clients
+
+    def server_stats(self) -> dict[str, dict[str, float]]:
+        """Per primary: CPU seconds used (``cpu_s``: user + sys), ``used_memory`` (bytes)
+        and ``redis_version`` as a number-free field of its own (``version`` in the key)."""
+        out: dict[str, dict[str, float]] = {}
+        with guard("reading server statistics"):
+            for name, conn in self._named_primaries():
+                cpu = conn.info("cpu")
+                mem = conn.info("memory")
+                out[name] = {
+                    "cpu_s": float(cpu.get("used_cpu_sys", 0)) + float(cpu.get("used_cpu_user", 0)),
+                    "used_memory": float(mem.get("used_memory", 0)),
+                }
+        return out
+
+    def server_versions(self) -> dict[str, str]:
+        """Per primary: its redis_version."""
+        with guard("reading server versions"):
+            return {
+                name: str(conn.info("server").get("redis_version", "?"))
+                for name, conn in self._named_primaries()
+            }
+
+    def server_configs(self) -> dict[str, dict[str, str]]:
+        """CONFIG GET of the settings `janus doctor` checks, per primary ("host:port" -> dict).
+
+        A server that refuses CONFIG (some managed services) maps to an empty dict.
+        """
+        wanted = ("maxmemory-policy", "maxmemory", "appendonly", "save")
         out: dict[str, dict[str, str]] = {}
         with guard("reading server configuration"):
-            for name, conn in clients:
+            for name, conn in self._named_primaries():
                 values: dict[str, str] = {}
                 for item in wanted:
                     try:

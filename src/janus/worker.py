@@ -742,11 +742,13 @@ class _RunLoop:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             with self.cond:
-                for job in renewed:
+                for sent, job in zip(jobs, renewed, strict=True):
+                    key = (sent.id, sent.attempt)
                     if isinstance(job, LeaseLost):
-                        log.warning("%s", job)
+                        # Reported by this worker while the heartbeat was on its way: normal.
+                        level = logging.WARNING if key in self.held else logging.DEBUG
+                        log.log(level, "%s", job)
                         continue
-                    key = (job.id, job.attempt)
                     if key in self.held:
                         self.held[key] = job
 

@@ -395,11 +395,13 @@ class _AsyncRunLoop:
             except Exception as exc:  # heartbeats go on; the leases may still be live
                 log.warning("heartbeat failed: %s", exc)
                 continue
-            for job in renewed:
+            for sent, job in zip(jobs, renewed, strict=True):
+                key = (sent.id, sent.attempt)
                 if isinstance(job, LeaseLost):
-                    log.warning("%s", job)
-                elif (job.id, job.attempt) in self.held:
-                    self.held[(job.id, job.attempt)] = job
+                    # Reported by this worker while the heartbeat was on its way: normal.
+                    log.log(logging.WARNING if key in self.held else logging.DEBUG, "%s", job)
+                elif key in self.held:
+                    self.held[key] = job
 
     async def shutdown(self, grace_s: float | None) -> None:
         """Stop fetching, let running handlers finish for ``grace_s`` (default: one lease),
