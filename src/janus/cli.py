@@ -323,9 +323,19 @@ def coordinator(
     multiple=True,
     help="Only these dependencies (default: every applied one).",
 )
+@click.option(
+    "--top-scopes",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    help="Also export janus_scope_waiting_jobs/_cost{scope} for each dependency's N scopes "
+    "with the most waiting work (opt-in: at most N series per dependency).",
+)
 @redis_option
 @prefix_option
-def exporter(port: int, addr: str, dependencies: tuple[str, ...], url: str, prefix: str) -> None:
+def exporter(
+    port: int, addr: str, dependencies: tuple[str, ...], top_scopes: int, url: str, prefix: str
+) -> None:
     """Serve Prometheus metrics on /metrics until SIGINT/SIGTERM: fleet-wide counters kept
     in Redis (submits, rejections, starts, outcomes, retries, dead letters, lease expiries,
     circuit transitions) and every dependency's status (see janus.metrics)."""
@@ -339,7 +349,7 @@ def exporter(port: int, addr: str, dependencies: tuple[str, ...], url: str, pref
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    server = _serve_metrics(url, prefix, port, addr, list(dependencies) or None)
+    server = _serve_metrics(url, prefix, port, addr, list(dependencies) or None, top_scopes)
     click.echo(
         f"janus exporter: http://{_hostport(addr, server.server_port)}/metrics for {redact(url)} "
         f"prefix={prefix}",
@@ -356,14 +366,21 @@ def _hostport(addr: str, port: int) -> str:
 
 
 def _serve_metrics(
-    url: str, prefix: str, port: int, addr: str, dependencies: list[str] | None
+    url: str,
+    prefix: str,
+    port: int,
+    addr: str,
+    dependencies: list[str] | None,
+    top_scopes: int = 0,
 ) -> WSGIServer:
     """Start the metrics endpoint on its own client (scrapes never share the caller's)."""
     from janus import metrics
 
     jn = _client(url, prefix)
     try:
-        server, _ = metrics.serve(jn, port, addr=addr, dependencies=dependencies)
+        server, _ = metrics.serve(
+            jn, port, addr=addr, dependencies=dependencies, top_scopes=top_scopes
+        )
     except OSError as exc:
         jn.close()
         click.echo(f"error: cannot listen on {_hostport(addr, port)}: {exc}", err=True)
@@ -934,6 +951,12 @@ def bench() -> None:
     show_default=True,
     help="Multiply every time in the scenario (duration, ramp, faults, drain) by this.",
 )
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Then run the same arrivals through limits (moving window) + naive per-worker "
+    "retries on the same Redis, and report both side by side.",
+)
 @click.option("--no-fail", is_flag=True, help="Exit 0 even when a threshold failed.")
 def bench_run(
     scenario_path: str,
@@ -941,6 +964,7 @@ def bench_run(
     cluster: bool,
     out: str | None,
     scale: float,
+    compare: bool,
     no_fail: bool,
 ) -> None:
     """Run a load scenario (bench/scenarios/*.yaml) and write report.json, report.md and
@@ -966,11 +990,16 @@ def bench_run(
     where = redact(url) if url else "a throwaway redis-server" + (" cluster" if cluster else "")
     click.echo(f"janus bench: {scenario.name}: {scenario.duration:g} s of load on {where}")
     with Progress(sys.stdout.isatty()) as progress:
-        raw = run_scenario(
-            scenario, policies, url=url, cluster=cluster, progress=progress.update,
+        raw, peer = run_scenario(
+            scenario,
+            policies,
+            url=url,
+            cluster=cluster,
+            compare=compare,
+            progress=progress.update,
             log=progress.log,
-        )  # fmt: skip
-    report = reporting.build(raw)
+        )
+    report = reporting.build(raw, peer)
     files = reporting.write(report, raw, out_dir)
     for t in report["thresholds"]:
         op = "<=" if t["kind"] == "max" else ">="

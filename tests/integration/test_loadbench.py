@@ -159,3 +159,19 @@ def test_a_given_redis_gets_a_fresh_prefix_and_nothing_else_changes(
     assert report["totals"]["lost"] == 0  # type: ignore[index]
     assert keys_under(client, prefix) == [f"{prefix}:{{other}}:k".encode()]
     assert client.get(f"{prefix}:{{other}}:k") == b"v"
+
+
+def test_compare_runs_the_same_arrivals_through_the_naive_peer(tmp_path: Path) -> None:
+    """--compare: the same arrivals through limits + naive retries, side by side: the naive
+    workers make more attempts per job inside the outage than Janus does."""
+    path = REPO / "bench" / "scenarios" / "upstream-outage.yaml"
+    result = _bench(str(path), "--scale", "0.35", "--compare", "--out", str(tmp_path), "--no-fail")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = _check_report(tmp_path)
+    compare = report["compare"]
+    assert compare["peer"] == "limits + naive retries"  # type: ignore[index]
+    janus_amp = report["totals"]["fault_amplification"]  # type: ignore[index]
+    peer_amp = compare["totals"]["fault_amplification"]  # type: ignore[index]
+    assert peer_amp > janus_amp, (peer_amp, janus_amp)
+    assert compare["totals"]["intended"] == report["totals"]["intended"]  # type: ignore[index]
+    assert "## Compared with limits + naive retries" in (tmp_path / "report.md").read_text()

@@ -116,10 +116,25 @@ def test_only_the_stores_import_redis() -> None:
     for path in SRC.rglob("*.py"):
         module = path.relative_to(SRC).with_suffix("").as_posix()
         roots = {name.split(".")[0] for name in _imports(module)}
-        if "redis" in roots and module != SERVER_ADMIN:
+        if "redis" in roots and module not in (SERVER_ADMIN, PEER):
             assert module in REDIS_FACING, module
             seen.add(module)
     assert seen == REDIS_FACING
+
+
+#: The load benchmark's peer (what a team builds without Janus): talks to Redis itself.
+PEER = "loadtest/peers"
+
+
+def test_the_benchmark_peer_is_not_janus() -> None:
+    """janus.loadtest.peers simulates software that is not Janus (limits + a plain list):
+    it imports nothing of Janus's Redis layer (store, calls, scripts, keys) and runs no
+    function or script."""
+    imported = {m for m in _imports(PEER) if m.split(".")[0] == "janus"}
+    assert imported <= {"janus.loadtest.agents"}, imported
+    tree = ast.parse((SRC / f"{PEER}.py").read_text())
+    names = {n.attr.lower() for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not names & SERVER_ADMIN_NEVER
 
 
 def test_the_server_module_uses_redis_only_to_administer_its_servers() -> None:

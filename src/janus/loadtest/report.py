@@ -63,8 +63,47 @@ def _jain(xs: list[float]) -> float | None:
     return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
 
 
-def build(raw: RawRun) -> dict[str, Any]:
-    """Every figure of the run, and each threshold's verdict."""
+PEER = "limits + naive retries"
+
+
+def build(raw: RawRun, peer: RawRun | None = None) -> dict[str, Any]:
+    """Every figure of the run, and each threshold's verdict; with ``peer`` (``--compare``)
+    the same figures of the peer's run under ``compare`` (the thresholds judge Janus)."""
+    report = _figures(raw)
+    verdicts = thresholds(report, raw)
+    report["thresholds"] = verdicts
+    report["passed"] = all(t["ok"] for t in verdicts)
+    if peer is not None:
+        other = _figures(peer)
+        report["compare"] = {
+            "peer": PEER,
+            "totals": other["totals"],
+            "latency": other["latency"],
+            "faults": other["faults"],
+            "dependencies": {
+                dep: {
+                    k: d[k]
+                    for k in (
+                        "accepted",
+                        "completed",
+                        "lost",
+                        "dead",
+                        "attempts",
+                        "overshoot",
+                        "windows",
+                        "rejected",
+                        "started_per_second",
+                        "started_cost_per_second",
+                    )
+                }
+                for dep, d in other["dependencies"].items()
+            },
+        }
+    return report
+
+
+def _figures(raw: RawRun) -> dict[str, Any]:
+    """Every figure of one run (Janus's or the peer's)."""
     from hdrh.histogram import HdrHistogram
 
     sc = raw.scenario
@@ -231,9 +270,6 @@ def build(raw: RawRun) -> dict[str, Any]:
         "timeline": _timeline(raw, per_second_decisions),
         "events": raw.events[:1000],
     }
-    verdicts = thresholds(report, raw)
-    report["thresholds"] = verdicts
-    report["passed"] = all(t["ok"] for t in verdicts)
     return report
 
 
@@ -402,10 +438,48 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {f['kind']} | {f['at_s']:g} s | {f['until_s']:g} s | {f['attempts']} | "
                 f"{f['jobs_attempted']} | {_fmt(f['amplification'])} | {_fmt(f['load_factor'])} |"
             )
+    if "compare" in report:
+        lines += _compare_lines(report)
     lines += ["", "## Plots", ""]
     lines += [f"![{p}]({p})" for p in PLOTS]
     lines += ["", 'How to read them: see the README, section "The SRE load benchmark".', ""]
     return "\n".join(lines)
+
+
+def _compare_lines(report: dict[str, Any]) -> list[str]:
+    """Janus and the peer side by side (``--compare``): the same arrivals, the same Redis."""
+    c = report["compare"]
+    j_tot, p_tot = report["totals"], c["totals"]
+    j_lat, p_lat = report["latency"], c["latency"]
+    rows = [
+        ("accepted", j_tot["accepted"], p_tot["accepted"]),
+        ("completed", j_tot["completed"], p_tot["completed"]),
+        ("lost", j_tot["lost"], p_tot["lost"]),
+        ("ran twice", j_tot["double_runs"], p_tot["double_runs"]),
+        ("overshoot (cost beyond rate x W + burst)", j_tot["overshoot"], p_tot["overshoot"]),
+        ("attempts per job (run)", j_tot["amplification"], p_tot["amplification"]),
+        (
+            "attempts per job (fault windows)",
+            j_tot["fault_amplification"],
+            p_tot["fault_amplification"],
+        ),
+        ("decision p99 (ms)", j_lat["decision_ms"]["p99"], p_lat["decision_ms"]["p99"]),
+        ("end to end p99 (ms)", j_lat["e2e_ms"]["p99"], p_lat["e2e_ms"]["p99"]),
+    ]
+    lines = [
+        "",
+        f"## Compared with {c['peer']}",
+        "",
+        "The same arrivals (same seeds), the same handler and faults, the same Redis: "
+        "a `limits` moving window (rate per 1 s) in front of a plain list, workers that "
+        "retry on their own (exponential backoff, the policy's max_attempts; no circuit, "
+        "no budget, no lease).",
+        "",
+        f"| figure | Janus | {c['peer']} |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {_fmt(a)} | {_fmt(b)} |" for name, a, b in rows]
+    return lines
 
 
 def _fmt(v: object) -> str:
@@ -441,9 +515,13 @@ def _plots(report: dict[str, Any], raw: RawRun, out: Path) -> list[Path]:
 
     # 1. started cost per second against the rate line and the rate*W + burst envelope.
     fig, ax = plt.subplots(figsize=(9, 4))
+    compare = report.get("compare", {}).get("dependencies", {})
     for dep, d in report["dependencies"].items():
         ys = d["started_cost_per_second"]
         ax.step(range(len(ys)), ys, where="post", label=f"{dep}: started cost / s")
+        if dep in compare:
+            ys = compare[dep]["started_cost_per_second"]
+            ax.step(range(len(ys)), ys, where="post", ls="--", alpha=0.8, label=f"{dep}: {PEER}")
         ax.axhline(d["rate"], color="black", lw=1, ls="--", label=f"{dep}: rate {d['rate']:g}/s")
         ax.axhline(
             d["rate"] + d["burst"], color="gray", lw=1, ls=":", label=f"{dep}: rate x 1 s + burst"
@@ -490,6 +568,9 @@ def _plots(report: dict[str, Any], raw: RawRun, out: Path) -> list[Path]:
     for dep, d in report["dependencies"].items():
         ys = d["started_per_second"]
         ax.step(range(len(ys)), ys, where="post", label=f"{dep}: attempts started / s")
+        if dep in compare:
+            ys = compare[dep]["started_per_second"]
+            ax.step(range(len(ys)), ys, where="post", ls="--", alpha=0.8, label=f"{dep}: {PEER}")
     shade(ax)
     ax.set_xlabel("seconds since start (red: fault windows)")
     ax.set_ylabel("attempts per second")

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,10 +123,18 @@ def _redis(url: str | None, cluster: bool) -> Iterator[tuple[str, bool]]:
 class _Fleet:
     """The run's processes: coordinators (the janus CLI), workers, producers."""
 
-    def __init__(self, info: RunInfo, scenario: Scenario, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        info: RunInfo,
+        scenario: Scenario,
+        log: Callable[[str], None],
+        producer: Callable[[RunInfo, int], None] = producer_main,
+        worker: Callable[[RunInfo, int], None] = worker_main,
+    ) -> None:
         self.info = info
         self.scenario = scenario
         self.log = log
+        self.producer, self.worker = producer, worker
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
         self.producers: list[BaseProcess] = []
@@ -142,14 +151,14 @@ class _Fleet:
             self.coordinators.append(subprocess.Popen(cmd, stdout=out, stderr=out))
 
     def start_worker(self) -> None:
-        p = self.ctx.Process(target=worker_main, args=(self.info, self._next_worker), daemon=True)
+        p = self.ctx.Process(target=self.worker, args=(self.info, self._next_worker), daemon=True)
         self._next_worker += 1
         p.start()
         self.workers.append(p)
 
     def start_producers(self) -> None:
         for i in range(self.scenario.producers.processes):
-            p = self.ctx.Process(target=producer_main, args=(self.info, i), daemon=True)
+            p = self.ctx.Process(target=self.producer, args=(self.info, i), daemon=True)
             p.start()
             self.producers.append(p)
 
@@ -269,17 +278,77 @@ def run_scenario(
     *,
     url: str | None = None,
     cluster: bool = False,
+    compare: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] = lambda _: None,
+) -> tuple[RawRun, RawRun | None]:
+    """Run ``scenario`` through Janus (see the module docstring), then, with ``compare``,
+    the same arrivals through the peer (:mod:`janus.loadtest.peers`) on the same Redis."""
+    with _redis(url, cluster) as (redis_url, embedded):
+        raw = _run_janus(scenario, policies, redis_url, embedded, cluster, progress, log)
+        peer = None
+        if compare:
+            log("compare: the same arrivals through limits (moving window) + naive retries")
+            peer = _run_peer(scenario, policies, redis_url, raw, progress, log)
+    return raw, peer
+
+
+def _drive(
+    fleet: _Fleet,
+    scenario: Scenario,
+    t0: float,
+    drained: Callable[[], bool],
+    samples: Callable[[], list[dict[str, Any]]],
+    progress: Callable[[dict[str, Any]], None] | None,
+    log: Callable[[str], None],
+) -> float:
+    """Start the fleet, play the faults, wait for the load and the drain; returns when the
+    run ended (seconds from t0). The fleet is stopped on the way out, whatever happens."""
+    stop_faults = threading.Event()
+    try:
+        for _ in range(scenario.workers.processes):
+            fleet.start_worker()
+        fleet.start_producers()
+        while time.time() < t0:
+            time.sleep(0.05)
+        faults = _play_faults(fleet, scenario.faults, t0, stop_faults, log)
+        last_shown = 0.0
+        end_of_load = t0 + scenario.duration
+        deadline = end_of_load + scenario.drain
+        faults_over = t0 + max((f.until for f in scenario.faults), default=0.0)
+        while True:
+            now = time.time()
+            got = samples()
+            if progress and now - last_shown >= 1.0 and got:
+                progress({"elapsed": now - t0, "duration": scenario.duration, "samples": got})
+                last_shown = now
+            if now >= deadline:
+                break
+            producing = any(p.is_alive() for p in fleet.producers)
+            if not producing and now >= max(end_of_load, faults_over) and drained():
+                break
+            time.sleep(0.2)
+        ended = time.time() - t0
+        stop_faults.set()
+        faults.join(5)
+        return ended
+    finally:
+        stop_faults.set()
+        fleet.stop()
+
+
+def _run_janus(
+    scenario: Scenario,
+    policies: PolicySet,
+    redis_url: str,
+    embedded: bool,
+    cluster: bool,
+    progress: Callable[[dict[str, Any]], None] | None,
+    log: Callable[[str], None],
 ) -> RawRun:
-    """Run ``scenario`` (see the module docstring) and return what it saw."""
     deps = sorted({a.dependency for a in scenario.producers.arrivals})
-    limits = limits_of(scenario, policies)
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
-    with (
-        _redis(url, cluster) as (redis_url, embedded),
-        tempfile.TemporaryDirectory(prefix="janus-bench-") as work,
-    ):
+    with tempfile.TemporaryDirectory(prefix="janus-bench-") as work:
         jn = Janus.from_url(redis_url, prefix=prefix)
         try:
             jn.apply_policies(PolicySet({d: policies.dependencies[d] for d in deps}, {}))
@@ -287,52 +356,23 @@ def run_scenario(
             t0 = time.time() + 3.0  # every process is up and connected by then
             info = RunInfo(redis_url, prefix, t0, work, scenario.model_dump(by_alias=True))
             fleet = _Fleet(info, scenario, log)
-            stop_faults = threading.Event()
+            fleet.start_coordinators()
             sampler = _Sampler(jn, deps, t0)
+            sampler.start()
             try:
-                fleet.start_coordinators()
-                for _ in range(scenario.workers.processes):
-                    fleet.start_worker()
-                fleet.start_producers()
-                while time.time() < t0:
-                    time.sleep(0.05)
-                sampler.start()
-                faults = _play_faults(fleet, scenario.faults, t0, stop_faults, log)
-                last_shown = 0.0
-                end_of_load = t0 + scenario.duration
-                deadline = end_of_load + scenario.drain
-                faults_over = t0 + max((f.until for f in scenario.faults), default=0.0)
-                while True:
-                    now = time.time()
-                    if progress and now - last_shown >= 1.0 and sampler.samples:
-                        progress(
-                            {
-                                "elapsed": now - t0,
-                                "duration": scenario.duration,
-                                "samples": sampler.samples,
-                            }
-                        )
-                        last_shown = now
-                    producing = any(p.is_alive() for p in fleet.producers)
-                    if now >= deadline:
-                        break
-                    if (
-                        not producing
-                        and now >= max(end_of_load, faults_over)
-                        and _drained(jn, deps)
-                    ):
-                        break
-                    time.sleep(0.2)
-                ended = time.time() - t0
-                stop_faults.set()
-                faults.join(5)
+                ended = _drive(
+                    fleet,
+                    scenario,
+                    t0,
+                    lambda: _drained(jn, deps),
+                    lambda: sampler.samples,
+                    progress,
+                    log,
+                )
             finally:
                 sampler.stopped.set()
-                fleet.stop()
             sampler.join(5)
-            producers = [
-                json.loads(p.read_text()) for p in sorted(Path(work).glob("producer-*.json"))
-            ]
+            producers = _producer_docs(work)
             starts, completions = read_worker_logs(work)
             accepted: dict[str, list[str]] = {d: [] for d in deps}
             for doc in producers:
@@ -341,24 +381,20 @@ def run_scenario(
             fates = {dep: _fates(jn, dep, ids) for dep, ids in accepted.items()}
             dead = {dep: {d.job_id: d.reason for d in jn.dead_letters(dep)} for dep in deps}
             events = [
-                {
-                    "dependency": e.dependency,
-                    "kind": e.kind,
-                    "t": (e.at_ms / 1000) - t0,
-                    **e.fields,
-                }
+                {"dependency": e.dependency, "kind": e.kind, "t": (e.at_ms / 1000) - t0, **e.fields}
                 for dep in deps
                 for e in jn.events(dep, last=10_000)
             ]
             counters = {dep: jn.counters(dep) for dep in deps}
+            is_cluster = jn.store.is_cluster
         finally:
             jn.close()
     return RawRun(
         scenario=scenario,
-        limits=limits,
+        limits=limits_of(scenario, policies),
         redis={
             "url": "embedded throwaway redis-server" if embedded else redact(redis_url),
-            "cluster": cluster if embedded else jn.store.is_cluster,
+            "cluster": is_cluster,
             "versions": versions,
             "prefix": prefix,
             "sampler_misses": sampler.errors,
@@ -374,6 +410,98 @@ def run_scenario(
         events=events,
         counters=counters,
     )
+
+
+def _run_peer(
+    scenario: Scenario,
+    policies: PolicySet,
+    redis_url: str,
+    janus_run: RawRun,
+    progress: Callable[[dict[str, Any]], None] | None,
+    log: Callable[[str], None],
+) -> RawRun:
+    """The same scenario through limits + naive retries (:mod:`janus.loadtest.peers`)."""
+    from janus.loadtest import peers
+
+    deps = sorted({a.dependency for a in scenario.producers.arrivals})
+    limits = janus_run.limits
+    prefix = f"peer-{uuid.uuid4().hex[:10]}"
+    cluster = bool(janus_run.redis["cluster"])
+    doc = scenario.model_dump(by_alias=True)
+    doc["_cluster"] = cluster
+    doc["_rates"] = {d: limits[d].rate for d in deps}
+    doc["_retry"] = {}
+    for d in deps:
+        r = policies.dependencies[d].retry
+        doc["_retry"][d] = {
+            "max_attempts": r.max_attempts,
+            "base_s": r.backoff_base_ms / 1000,
+            "factor": r.backoff_factor,
+            "max_s": r.backoff_max_ms / 1000,
+        }
+    # (the coordinator faults do not apply: there is none)
+    peer_scenario = scenario.model_copy(
+        update={"faults": [f for f in scenario.faults if f.kind != "pause_coordinator"]}
+    )
+    with tempfile.TemporaryDirectory(prefix="janus-bench-peer-") as work:
+        t0 = time.time() + 3.0
+        info = RunInfo(redis_url, prefix, t0, work, doc)
+        fleet = _Fleet(info, peer_scenario, log, peers.producer_main, peers.worker_main)
+        quiet = _Quiet(work)
+        ended = _drive(
+            fleet,
+            peer_scenario,
+            t0,
+            lambda: quiet.still(1.5) and peers.drained(redis_url, prefix, deps, cluster),
+            lambda: [],
+            progress,
+            log,
+        )
+        producers = _producer_docs(work)
+        starts, completions = read_worker_logs(work)
+    done = Counter(job for job, _, _ in completions)
+    tried = Counter(job for job, *_ in starts)
+    fates: dict[str, dict[str, tuple[str | None, int, int]]] = {d: {} for d in deps}
+    dead: dict[str, dict[str, str]] = {d: {} for d in deps}
+    for p in producers:
+        for job_id, dep, *_ in p["accepted"]:
+            max_attempts = doc["_retry"][dep]["max_attempts"]
+            if done[job_id]:
+                fates[dep][job_id] = ("completed", tried[job_id], done[job_id])
+            elif tried[job_id] >= max_attempts:
+                fates[dep][job_id] = ("dead", tried[job_id], 0)
+                dead[dep][job_id] = "attempts_exhausted"
+            else:  # popped by a killed worker, or never run: gone
+                fates[dep][job_id] = (None, tried[job_id], 0)
+    return RawRun(
+        scenario=peer_scenario,
+        limits=limits,
+        redis={**janus_run.redis, "prefix": prefix},
+        t0_ms=int(t0 * 1000),
+        ended_s=ended,
+        producers=producers,
+        starts=starts,
+        completions=completions,
+        fates=fates,
+        dead=dead,
+        samples=[],
+    )
+
+
+class _Quiet:
+    """True once no worker record was written for a while (naive workers hold retries in
+    memory: an empty list does not mean they are done)."""
+
+    def __init__(self, work: str) -> None:
+        self.work = work
+
+    def still(self, seconds: float) -> bool:
+        stamps = [p.stat().st_mtime for p in Path(self.work).glob("worker-*.log")]
+        return not stamps or time.time() - max(stamps) >= seconds
+
+
+def _producer_docs(work: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(Path(work).glob("producer-*.json"))]
 
 
 def _drained(jn: Janus, deps: list[str]) -> bool:
