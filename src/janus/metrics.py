@@ -5,8 +5,10 @@ The counters are kept in Redis by the functions themselves (fields ``m:<name>`` 
 dependency's state hash, added to in the writes a decision makes anyway), so one exporter
 sees every producer, worker and coordinator, and a restarted exporter loses nothing. The
 gauges are the dependency's status at the scrape. Names are ``janus_*``, counters end in
-``_total``, times are in seconds, every series has the label ``dependency``; there is no
-per-scope label (a tenant label would multiply the series by the number of tenants).
+``_total``, times are in seconds, every series has the label ``dependency``; a ``scope``
+label only on the opt-in ``janus_scope_waiting_*`` gauges (``--top-scopes N``), for at most
+N scopes per dependency (a tenant label on everything would multiply the series by the
+number of tenants).
 
 A scrape reads three small things per dependency (status, counters, policy version): run one
 exporter per deployment, not one per process. When Redis does not answer, the scrape still
@@ -62,14 +64,23 @@ LABELLED = {
     "circuit": ("janus_circuit_transitions_total", "to", "Circuit breaker state changes."),
 }
 CIRCUIT_STATES = ("closed", "open", "half_open")
+#: The cap on opt-in per-scope series per dependency (``janus exporter --top-scopes``).
+MAX_TOP_SCOPES = 100
 
 
 class JanusCollector(Collector):
     """Collects every dependency's counters and status from Redis at each scrape."""
 
-    def __init__(self, jn: Janus, dependencies: list[str] | None = None) -> None:
+    def __init__(
+        self, jn: Janus, dependencies: list[str] | None = None, *, top_scopes: int = 0
+    ) -> None:
+        if isinstance(top_scopes, bool) or not isinstance(top_scopes, int):
+            raise TypeError(f"top_scopes must be an integer, got {top_scopes!r}")
+        if not 0 <= top_scopes <= MAX_TOP_SCOPES:
+            raise ValueError(f"top_scopes must be 0 to {MAX_TOP_SCOPES}, got {top_scopes}")
         self.jn = jn
         self.dependencies = dependencies
+        self.top_scopes = top_scopes
         self._lock = threading.Lock()  # one scrape at a time over the client
 
     def collect(self) -> Iterator[Metric]:
@@ -86,12 +97,14 @@ class JanusCollector(Collector):
         yield up
         yield from _counter_families(rows)
         yield from _gauge_families(rows, self.jn.store.time_us() / 1e6)
+        if self.top_scopes:
+            yield from _scope_families(rows, self.top_scopes)
 
     def _names(self) -> list[str]:
         return self.dependencies or self.jn.store.dependencies()
 
     def _read(self, dep: str) -> tuple[DependencyStatus, dict[str, int]]:
-        return self.jn.status(dep, top=1), self.jn.counters(dep)
+        return self.jn.status(dep, top=max(self.top_scopes, 1)), self.jn.counters(dep)
 
 
 def _counter_families(
@@ -203,17 +216,48 @@ def _gauge_families(
     yield from g.values()
 
 
-def registry(jn: Janus, dependencies: list[str] | None = None) -> CollectorRegistry:
+def _scope_families(
+    rows: list[tuple[str, DependencyStatus, dict[str, int]]], top: int
+) -> Iterator[Metric]:
+    """Opt-in (``--top-scopes N``): each dependency's N scopes with the most work waiting,
+    labelled ``scope``: at most N series per dependency, whatever the number of tenants."""
+    jobs = GaugeMetricFamily(
+        "janus_scope_waiting_jobs",
+        "Jobs waiting, for each dependency's top scopes by waiting work (opt-in).",
+        labels=["dependency", "scope"],
+    )
+    cost = GaugeMetricFamily(
+        "janus_scope_waiting_cost",
+        "Cost waiting, for each dependency's top scopes by waiting work (opt-in).",
+        labels=["dependency", "scope"],
+    )
+    for dep, st, _ in rows:
+        for load in st.top_scopes[:top]:
+            jobs.add_metric([dep, load.scope], load.waiting_jobs)
+            cost.add_metric([dep, load.scope], load.waiting_cost)
+    yield jobs
+    yield cost
+
+
+def registry(
+    jn: Janus, dependencies: list[str] | None = None, *, top_scopes: int = 0
+) -> CollectorRegistry:
     """A registry holding only Janus's collector (no process metrics of this exporter)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(JanusCollector(jn, dependencies))
+    reg.register(JanusCollector(jn, dependencies, top_scopes=top_scopes))
     return reg
 
 
 def serve(
-    jn: Janus, port: int, *, addr: str = "0.0.0.0", dependencies: list[str] | None = None
+    jn: Janus,
+    port: int,
+    *,
+    addr: str = "0.0.0.0",
+    dependencies: list[str] | None = None,
+    top_scopes: int = 0,
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``/metrics`` on ``addr:port`` from a daemon thread; ``server.shutdown()`` stops
     it. Port 0 picks a free port (``server.server_port``)."""
-    server, thread = start_http_server(port, addr=addr, registry=registry(jn, dependencies))
+    reg = registry(jn, dependencies, top_scopes=top_scopes)
+    server, thread = start_http_server(port, addr=addr, registry=reg)
     return server, thread

@@ -173,3 +173,29 @@ def test_release_lag_is_a_histogram_of_start_minus_not_before(
     assert got[(bucket, (("dependency", "pay"), ("le", "5.0")))] == 2
     assert sample(got, "janus_release_lag_seconds_sum") == 4.0
     jn.close()
+
+
+def test_scope_labels_are_opt_in_and_capped(standalone_url: str, prefix: str) -> None:
+    """Without --top-scopes no series has a scope label; with 2, each dependency exports its
+    2 scopes with the most waiting work, whatever the number of tenants."""
+    jn = make_janus(standalone_url, prefix, BODY, FakeClock())
+    for scope, n in (("big", 3), ("mid", 2), ("small", 1)):
+        jn.submit_many("pay", [Job(scope=scope, job_id=f"{scope}{i}") for i in range(n)])
+    plain, _ = metrics.serve(jn, 0, addr="127.0.0.1")
+    capped, _ = metrics.serve(jn, 0, addr="127.0.0.1", top_scopes=2)
+    try:
+        without = scrape(plain.server_port)
+        got = scrape(capped.server_port)
+    finally:
+        plain.shutdown()
+        capped.shutdown()
+    assert not any("scope" in dict(labels) for _, labels in without)
+    scoped = {
+        dict(labels)["scope"]: value
+        for (name, labels), value in got.items()
+        if name == "janus_scope_waiting_jobs"
+    }
+    assert scoped == {"big": 3, "mid": 2}
+    with pytest.raises(ValueError, match="top_scopes must be 0 to 100"):
+        metrics.JanusCollector(jn, top_scopes=101)
+    jn.close()
