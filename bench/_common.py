@@ -15,13 +15,26 @@ Not a benchmark itself. Each ``bench/<name>.py`` is run as a script
 * :func:`pct` (nearest-rank percentile), :func:`log`, :func:`job_inputs`;
 * the result: :class:`Report` (a ``figure value target result`` table, each figure PASS, MISS
   or informational, then ``note:`` lines), :func:`print_grid` for plain tables,
-  :func:`finish` (print it all, exit status), :func:`write_json` and :func:`bench_main` (the
-  command line).
+  :func:`finish` (print it all, decide the exit status with :func:`exit_status`),
+  :func:`write_json`, :func:`conclude` (finish, then the JSON document of
+  :func:`result_doc`) and :func:`bench_main` (the command line).
+
+Every benchmark takes ``[--quick] [--json PATH] [--no-fail]`` (some also ``--cluster``).
 
 Exit status of a benchmark: 0 when every target was met (or ``--no-fail`` was given), 1 when
 a target was missed (:data:`EXIT_MISS`; goals and bars are shown PASS/MISS in brackets but
-never fail a run), 2 when the run itself failed (:data:`EXIT_FAILED`: an exception, or a
-problem such as a job that was never started). Every figure is printed first either way.
+never fail a run, and informational figures have no verdict), 2 when the run itself failed
+(:data:`EXIT_FAILED`: an exception, or a problem such as a job that was never started, with
+or without ``--no-fail``). Every figure is printed first either way.
+
+JSON beside the text: every run writes its figures to ``--json PATH`` or, without it, to
+``bench-results/<benchmark>-<UTC time>.json`` under the current directory
+(:func:`default_json_path`; the directory is created) and prints the path. The document
+(:func:`result_doc`): ``benchmark``, ``quick``, ``cluster``, ``environment``, ``figures``
+(the benchmark's own numbers), ``table`` (every row of the result table: ``section``,
+``figure``, ``value``, ``target``, ``result`` PASS / MISS / info, ``binding``; and the
+``notes``), ``misses`` (the targets missed), ``problems``, ``no_fail`` and ``exit_status``.
+A run that raised writes ``benchmark``, ``error`` and ``exit_status`` 2 to the same path.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 import traceback
 import uuid
@@ -52,6 +66,8 @@ PAYLOAD = bytes(range(100))
 EXIT_MISS = 1
 #: Exit status when the run itself failed.
 EXIT_FAILED = 2
+#: Where the JSON goes without ``--json`` (relative to the current directory).
+RESULTS_DIR = "bench-results"
 
 # --------------------------------------------------------------------------- small helpers
 
@@ -94,6 +110,13 @@ class Row:
         return word if self.binding else f"({word})"
 
     @property
+    def result(self) -> str:
+        """``PASS`` / ``MISS`` (a target, or a goal when not ``binding``) or ``info``."""
+        if self.ok is None:
+            return "info"
+        return "PASS" if self.ok else "MISS"
+
+    @property
     def missed(self) -> bool:
         return self.binding and self.ok is False
 
@@ -121,21 +144,24 @@ class Report:
         return [r for r in self.rows if r.missed]
 
     def as_dict(self) -> dict[str, Any]:
-        """The table and the notes, for ``--json``."""
-        return {
-            "rows": [
+        """The table (every figure, with the section it is in) and the notes, for the JSON."""
+        rows: list[dict[str, Any]] = []
+        section = ""
+        for r in self.rows:
+            if r.figure.startswith("-- "):
+                section = r.figure.removeprefix("-- ")
+                continue
+            rows.append(
                 {
+                    "section": section,
                     "figure": r.figure,
                     "value": r.value,
                     "target": r.target,
-                    "result": r.verdict,
+                    "result": r.result,
                     "binding": r.binding,
                 }
-                for r in self.rows
-                if not r.figure.startswith("-- ")
-            ],
-            "notes": list(self.notes),
-        }
+            )
+        return {"rows": rows, "notes": list(self.notes)}
 
     def section(self, title: str) -> None:
         self.rows.append(Row(f"-- {title}", ""))
@@ -181,74 +207,158 @@ def print_environment(environment: list[str]) -> None:
     print()
 
 
-def finish(report: Report, problems: list[str], *, fail_on_miss: bool | None = None) -> int:
-    """Print the result table, then any failure of the run and every target missed; returns
-    the exit status (see the module docstring).
+def exit_status(report: Report, problems: list[str], *, fail_on_miss: bool = True) -> int:
+    """The exit status (see the module docstring): :data:`EXIT_FAILED` when the run had a
+    problem, else :data:`EXIT_MISS` when a target was missed and ``fail_on_miss`` (False:
+    ``--no-fail``), else 0."""
+    if problems:
+        return EXIT_FAILED
+    if report.misses() and fail_on_miss:
+        return EXIT_MISS
+    return 0
 
-    ``fail_on_miss``: True, a missed target exits :data:`EXIT_MISS`; False (``--no-fail``),
-    misses are listed and exit 0; None (benchmarks without ``--no-fail``), misses are only
-    in the table and exit 0.
-    """
+
+def finish(report: Report, problems: list[str], *, fail_on_miss: bool = True) -> int:
+    """Print the result table, then any failure of the run and every target missed; returns
+    the exit status of :func:`exit_status` (``fail_on_miss`` False: ``--no-fail``)."""
     report.print()
-    misses = [] if fail_on_miss is None else report.misses()
+    misses = report.misses()
     if problems or misses:
         print()
     for problem in problems:
         print(f"RUN FAILED: {problem}")
     for row in misses:
         print(f"TARGET MISSED: {row.figure}: {row.value} (target {row.target})")
-    if problems:
-        return EXIT_FAILED
-    if misses and fail_on_miss:
+    status = exit_status(report, problems, fail_on_miss=fail_on_miss)
+    if status == EXIT_MISS:
         print("(exit status 1: a target was missed; --no-fail exits 0)")
-        return EXIT_MISS
-    if misses:
+    elif misses and not problems:
         print("(--no-fail: exit status 0 although a target was missed)")
-    return 0
+    return status
+
+
+def default_json_path(name: str, when: float | None = None) -> str:
+    """``bench-results/<name>-<UTC time>.json`` (``when``: epoch seconds, default now): where
+    a benchmark writes its figures when ``--json`` is not given."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    return os.path.join(RESULTS_DIR, f"{name}-{stamp}.json")
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:
-    """Write ``doc`` as indented JSON to ``path`` and say so."""
+    """Write ``doc`` as indented JSON to ``path`` (creating its directory) and say so."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
+        json.dump(doc, f, indent=2, default=str)
         f.write("\n")
     print(f"figures written to {path}")
 
 
+def result_doc(
+    name: str,
+    report: Report,
+    problems: list[str],
+    status: int,
+    *,
+    no_fail: bool,
+    quick: bool,
+    environment: list[str],
+    figures: dict[str, Any] | None = None,
+    cluster: bool = False,
+) -> dict[str, Any]:
+    """The JSON document of a run (its keys: see the module docstring)."""
+    return {
+        "benchmark": name,
+        "quick": quick,
+        "cluster": cluster,
+        "environment": list(environment),
+        "figures": figures or {},
+        "table": report.as_dict(),
+        "misses": [
+            {"figure": r.figure, "value": r.value, "target": r.target} for r in report.misses()
+        ],
+        "problems": list(problems),
+        "no_fail": no_fail,
+        "exit_status": status,
+    }
+
+
+def conclude(
+    name: str,
+    report: Report,
+    problems: list[str],
+    *,
+    json_path: str | None,
+    no_fail: bool,
+    quick: bool,
+    environment: list[str],
+    figures: dict[str, Any] | None = None,
+    cluster: bool = False,
+) -> int:
+    """The end of every benchmark: :func:`finish` (table, failures, misses, exit status),
+    then the JSON document of :func:`result_doc` to ``json_path`` (None:
+    :func:`default_json_path`); returns the exit status."""
+    status = finish(report, problems, fail_on_miss=not no_fail)
+    doc = result_doc(
+        name,
+        report,
+        problems,
+        status,
+        no_fail=no_fail,
+        quick=quick,
+        environment=environment,
+        figures=figures,
+        cluster=cluster,
+    )
+    write_json(json_path or default_json_path(name), doc)
+    return status
+
+
 def bench_main(
+    name: str,
     doc: str | None,
     argv: list[str] | None,
     run: Callable[[argparse.Namespace], int],
     *,
     quick_help: str,
     cluster: bool = False,
-    gate: bool = False,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """The command line of a benchmark: ``[--cluster] [--quick]``, with ``gate`` also
-    ``[--json PATH] [--no-fail]`` (and whatever ``add_arguments`` adds), then ``run(args)``.
+    """The command line of benchmark ``name``: ``[--cluster] [--quick] [--json PATH]
+    [--no-fail]`` (and whatever ``add_arguments`` adds), then ``run(args)``.
 
-    The description is the first paragraph of ``doc``; an exception from the run is printed
+    The description is the first paragraph of ``doc``. ``args.json`` is never None: without
+    ``--json`` it is :func:`default_json_path` (the time the run started). An exception from
+    the run is printed, written to that path as ``{"benchmark", "error", "exit_status": 2}``
     and exits :data:`EXIT_FAILED`.
     """
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n", 1)[0])
     if cluster:
         parser.add_argument("--cluster", action="store_true", help="3-master Redis Cluster")
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    if gate:
-        parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-        parser.add_argument(
-            "--no-fail",
-            action="store_true",
-            help="exit 0 even when a target is missed (a failed run still exits 2)",
-        )
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help=f"write the figures as JSON here (default: {RESULTS_DIR}/{name}-<UTC time>.json)",
+    )
+    parser.add_argument(
+        "--no-fail",
+        action="store_true",
+        help="exit 0 even when a target is missed (a failed run still exits 2)",
+    )
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.json is None:
+        args.json = default_json_path(name)
     try:
         return run(args)
     except Exception:
-        traceback.print_exc()
+        error = traceback.format_exc()
+        print(error, end="", file=sys.stderr, flush=True)
+        try:
+            write_json(args.json, {"benchmark": name, "error": error, "exit_status": EXIT_FAILED})
+        except OSError as exc:
+            print(f"could not write {args.json}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -118,8 +118,10 @@ The phases:
 Latencies use ``time.perf_counter_ns`` around each call; percentiles are nearest-rank. The
 result table marks each target PASS or MISS (goals and bars in brackets: shown, never
 failing). Exit status: 0 when every target is met, 1 when one is missed (``--no-fail``: 0),
-2 when the run itself failed (every figure is printed first). ``--json PATH`` also writes
-the figures as JSON.
+2 when the run itself failed (every figure is printed first). The figures are also written
+as JSON (every table row with its verdict, the notes, the exit status): to ``--json PATH``,
+else to ``bench-results/admission-<UTC time>.json`` under the current directory (see
+``bench/_common.py``); the path is printed.
 """
 
 from __future__ import annotations
@@ -148,8 +150,8 @@ from _common import (
     Stats,
     add_delta,
     bench_main,
+    conclude,
     delta,
-    finish,
     job_inputs,
     log,
     machine_text,
@@ -159,7 +161,6 @@ from _common import (
     python_text,
     redis_line,
     redis_under_test,
-    write_json,
 )
 from janus import calls, scripts
 from janus.calls import Call, JobArgs
@@ -1490,26 +1491,22 @@ def run(cluster: bool, sizes: Sizes, quick: bool, json_path: str | None, no_fail
     report.notes.append(f"total run time {time.monotonic() - started:.1f} s")
 
     print_environment(environment)
-    status = finish(report, problems, fail_on_miss=not no_fail)
-    if json_path:
-        write_json(
-            json_path,
-            {
-                "benchmark": "admission",
-                "environment": environment,
-                "cluster": cluster,
-                "quick": quick,
-                "figures": figures,
-                "table": report.as_dict(),
-                "problems": problems,
-                "exit_status": status,
-            },
-        )
-    return status
+    return conclude(
+        "admission",
+        report,
+        problems,
+        json_path=json_path,
+        no_fail=no_fail,
+        quick=quick,
+        environment=environment,
+        figures=figures,
+        cluster=cluster,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     return bench_main(
+        "admission",
         __doc__,
         argv,
         lambda args: run(
@@ -1517,7 +1514,6 @@ def main(argv: list[str] | None = None) -> int:
         ),
         quick_help="~5x smaller N: a smoke run",
         cluster=True,
-        gate=True,
     )
 
 

@@ -19,6 +19,12 @@ never bind). The two sides alternate over several rounds (the order rotates) so 
 on this shared machine hit both alike; the median round of each is reported, with latency
 p50 / p99 of every submit (for the async side: from the coroutine's start to its result,
 queueing in the pipeline included). Target: async submits/s >= 3x sync submits/s.
+
+Exit status: 0 when the target is met, 1 when it is missed (``--no-fail``: 0), 2 when the
+run itself failed; every figure is printed first. The figures are also written as JSON
+(every table row with its verdict, the notes, the exit status): to ``--json PATH``, else to
+``bench-results/async_submit-<UTC time>.json`` under the current directory (see
+``bench/_common.py``); the path is printed.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from _common import (
     Admin,
     Report,
     bench_main,
-    finish,
+    conclude,
     log,
     machine_text,
     pct,
@@ -43,7 +49,6 @@ from _common import (
     python_text,
     redis_line,
     redis_under_test,
-    write_json,
 )
 from janus.aio import AsyncJanus
 from janus.client import Janus
@@ -150,34 +155,29 @@ def run(args: argparse.Namespace) -> int:
     report.notes.append(
         f"{rounds} rounds of {n_sync} sync and {n_async} async submits, alternating; medians"
     )
-    status = finish(report, [], fail_on_miss=not args.no_fail)
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "benchmark": "async_submit",
-                "environment": environment,
-                "cluster": args.cluster,
-                "quick": args.quick,
-                "figures": {
-                    "sync_submits_per_s": medians["sync"],
-                    "async_submits_per_s": medians["async"],
-                    "in_flight": IN_FLIGHT,
-                    "ratio": ratio,
-                    "ratio_pass": ratio >= 3,
-                    "rounds": {s: [rate for rate, _ in v] for s, v in by_side.items()},
-                },
-                "table": report.as_dict(),
-                "problems": [],
-                "exit_status": status,
-            },
-        )
-    return status
+    return conclude(
+        "async_submit",
+        report,
+        [],
+        json_path=args.json,
+        no_fail=args.no_fail,
+        quick=args.quick,
+        environment=environment,
+        figures={
+            "sync_submits_per_s": medians["sync"],
+            "async_submits_per_s": medians["async"],
+            "in_flight": IN_FLIGHT,
+            "ratio": ratio,
+            "ratio_pass": ratio >= 3,
+            "rounds": {s: [rate for rate, _ in v] for s, v in by_side.items()},
+        },
+        cluster=args.cluster,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     return bench_main(
-        __doc__, argv, run, quick_help="fewer, shorter rounds", cluster=True, gate=True
+        "async_submit", __doc__, argv, run, quick_help="fewer, shorter rounds", cluster=True
     )
 
 

@@ -3,7 +3,7 @@ without it, on one primary with one replica (both throwaway ``redis-server`` pro
 
 Run::
 
-    .venv/bin/python bench/durability.py [--quick] [--json PATH]
+    .venv/bin/python bench/durability.py [--quick] [--json PATH] [--no-fail]
 
 **What is measured.** In one run, alternating the two sides round by round (3 rounds,
 medians): single ``submit`` latency (p50 / p99), ``submit_many`` throughput (batches of 500),
@@ -14,21 +14,25 @@ the write over loopback plus the replica's ``REPLCONF ACK``. The ratio with / wi
 figure; it has no target (it is the price of the guarantee), but the run fails if any call
 raises or a single job is lost. What the guarantee buys is measured by
 ``tests/realtime/test_failover.py`` (30 of 30 acknowledged submits lost without it, 0 with).
+
+Exit status: 0, or 2 when the run itself failed (a call raised, a job was left behind); no
+figure here is a target, so none can miss (``--no-fail`` is accepted like in every benchmark
+and changes nothing). The figures are also written as JSON (every table row, the notes, the
+exit status): to ``--json PATH``, else to ``bench-results/durability-<UTC time>.json`` under
+the current directory (see ``bench/_common.py``); the path is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import redis
 
-from _common import Report, bench_main, finish, log, pct
+from _common import Report, bench_main, conclude, log, machine_text, pct, python_text
 from janus.client import Janus, Job
 from janus.policy import parse_policy_text
 from janus.testing import RedisServer
@@ -127,18 +131,29 @@ def run(args: argparse.Namespace) -> int:
         "durable = Janus.from_url(url, wait_replicas=1): each script and a WAIT 1 in one round "
         "trip; loopback replica on the same 2-core machine"
     )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"rows": [r.__dict__ for r in report.rows]}, indent=2, default=str)
-        )
-    return finish(report, problems)
+    return conclude(
+        "durability",
+        report,
+        problems,
+        json_path=args.json,
+        no_fail=args.no_fail,
+        quick=args.quick,
+        environment=[python_text(), machine_text()],
+        figures={
+            side: {
+                "single_submit_us_p50": statistics.median(r["single"]),
+                "single_submit_us_p99": pct(r["single"], 99),
+                "fetch_report_50_us_p50": statistics.median(r["fetch_report"]),
+                "fetch_report_50_us_p99": pct(r["fetch_report"], 99),
+                "submit_many_jobs_per_s": statistics.median(r["batch"]),
+            }
+            for side, r in results.items()
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    def extra(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--json", default=None, help="also write the figures as JSON here")
-
-    return bench_main(__doc__, argv, run, quick_help="fewer calls", add_arguments=extra)
+    return bench_main("durability", __doc__, argv, run, quick_help="fewer calls")
 
 
 if __name__ == "__main__":

@@ -63,14 +63,16 @@ vs XADD, XREADGROUP, XACK).
 The result table marks each ratio PASS or MISS against its target (>= 0.7; the goal, 0.8, is
 shown in brackets and never fails the run). Exit status: 0 when every target is met, 1 when
 one is missed (``--no-fail``: 0), 2 when the run itself failed; every figure is printed
-first either way. ``--json PATH`` also writes the figures as JSON. All worker processes and
-every redis-server started here are stopped on the way out.
+first either way. The figures are also written as JSON (every table row with its verdict,
+the notes, the exit status): to ``--json PATH``, else to
+``bench-results/worker-<UTC time>.json`` under the current directory (see
+``bench/_common.py``); the path is printed. All worker processes and every redis-server
+started here are stopped on the way out.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import multiprocessing as mp
@@ -91,7 +93,7 @@ from _common import (
     Stats,
     add_stats,
     bench_main,
-    finish,
+    conclude,
     job_inputs,
     load_text,
     log,
@@ -760,28 +762,24 @@ def run(
     print_environment(environment)
     print_breakdown(results, steps)
     print()
-    status = finish(report, bench.problems, fail_on_miss=not no_fail)
-    if json_path:
-        doc = {
-            "benchmark": "worker",
-            "environment": environment,
-            "cluster": cluster,
-            "quick": quick,
+    return conclude(
+        "worker",
+        report,
+        bench.problems,
+        json_path=json_path,
+        no_fail=no_fail,
+        quick=quick,
+        environment=environment,
+        figures={
             "jobs_per_run": sizes.jobs,
             "rounds": sizes.rounds,
             "ratio_target": RATIO_TARGET,
             "ratio_goal": RATIO_GOAL,
             "by_workers": figures,
             "diagnostic": [step_figures(s) for s in steps],
-            "problems": bench.problems,
-            "table": report.as_dict(),
-            "exit_status": status,
-        }
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"figures written to {json_path}")
-    return status
+        },
+        cluster=cluster,
+    )
 
 
 def median_of(results: list[RunResult], side: str, workers: int) -> tuple[float, list[RunResult]]:
@@ -801,7 +799,7 @@ def redis_cpu_us(runs: list[RunResult]) -> float:
 def report_results(
     report: Report, results: list[RunResult], sizes: Sizes
 ) -> dict[str, dict[str, Any]]:
-    """Fill the result table; returns the same figures per worker count (for --json)."""
+    """Fill the result table; returns the same figures per worker count (for the JSON)."""
     other = sum(r.other_cpu_s for r in results) / sum(r.wall_s for r in results)
     report.notes.append(
         f"other processes on this machine used {other * 100:.0f}% of one core on average "
@@ -1021,6 +1019,7 @@ def print_breakdown(results: list[RunResult], steps: list[Step]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return bench_main(
+        "worker",
         __doc__,
         argv,
         lambda args: run(
@@ -1028,7 +1027,6 @@ def main(argv: list[str] | None = None) -> int:
         ),
         quick_help="~5x smaller N: a smoke run",
         cluster=True,
-        gate=True,
     )
 
 
