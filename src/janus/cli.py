@@ -361,6 +361,80 @@ def exporter(
     click.echo("stopped", err=True)
 
 
+@main.command()
+@redis_option
+@prefix_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback needs --auth-token.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--read-only", is_flag=True, help="Show everything, refuse every action.")
+@click.option(
+    "--auth-token",
+    envvar="JANUS_DASHBOARD_TOKEN",
+    default=None,
+    help="Require this token (>= 16 characters; env: JANUS_DASHBOARD_TOKEN): a bearer "
+    "header, or the sign-in page's cookie.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Also answer to this Host name (a reverse proxy's; on loopback the default is "
+    "127.0.0.1, localhost, ::1 only, against DNS rebinding).",
+)
+def dashboard(
+    url: str,
+    prefix: str,
+    host: str,
+    port: int,
+    read_only: bool,
+    auth_token: str | None,
+    allowed_hosts: tuple[str, ...],
+) -> None:
+    """Serve the web dashboard until SIGINT/SIGTERM: every dependency, its scopes, chart,
+    events and dead letters, jobs by id; pause/resume and replay/purge, each confirmed,
+    CSRF-protected, and refused with --read-only."""
+    try:
+        from janus.dashboard import security
+        from janus.dashboard.app import DashboardConfig, create_app, serve
+    except ImportError as exc:
+        click.echo(
+            f"error: {exc.name} is missing; install the dashboard extra: "
+            "pip install 'janus-limiter[dashboard]'",
+            err=True,
+        )
+        sys.exit(2)
+    problem = security.bind_problem(host, auth_token or None)
+    if problem is not None:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    if security.is_loopback(host):
+        hosts: tuple[str, ...] | None = security.loopback_hosts(allowed_hosts)
+    else:
+        hosts = allowed_hosts or None
+    logging.getLogger("janus").setLevel(logging.INFO)
+    with _client(url, prefix) as jn:
+        jn.store.time_us()  # Redis answers (else one line and exit 2), before listening
+        config = DashboardConfig(
+            redis_url=url,
+            prefix=prefix,
+            read_only=read_only,
+            auth_token=auth_token or None,
+            allowed_hosts=hosts,
+        )
+        mode = " (read-only)" if read_only else ""
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(
+            f"janus dashboard{mode}: http://{shown}:{port}/ for {redact(url)} prefix={prefix}",
+            err=True,
+        )
+        serve(create_app(jn, config), host, port)
+
+
 def _hostport(addr: str, port: int) -> str:
     return ":".join((addr, str(port)))
 
@@ -989,16 +1063,20 @@ def bench_run(
     out_dir = Path(out) if out else Path("bench-results") / f"{scenario.name}-{stamp}"
     where = redact(url) if url else "a throwaway redis-server" + (" cluster" if cluster else "")
     click.echo(f"janus bench: {scenario.name}: {scenario.duration:g} s of load on {where}")
-    with Progress(sys.stdout.isatty()) as progress:
-        raw, peer = run_scenario(
-            scenario,
-            policies,
-            url=url,
-            cluster=cluster,
-            compare=compare,
-            progress=progress.update,
-            log=progress.log,
-        )
+    try:
+        with Progress(sys.stdout.isatty()) as progress:
+            raw, peer = run_scenario(
+                scenario,
+                policies,
+                url=url,
+                cluster=cluster,
+                compare=compare,
+                progress=progress.update,
+                log=progress.log,
+            )
+    except (RuntimeError, OSError) as exc:  # (JanusError: the group's one-line handler)
+        click.echo(f"error: the run could not be made: {exc}", err=True)
+        sys.exit(2)
     report = reporting.build(raw, peer)
     files = reporting.write(report, raw, out_dir)
     for t in report["thresholds"]:

@@ -3,7 +3,7 @@ JSON matches docs/bench-report.schema.json) and the guarantees hold; a violated 
 exits 1 and says which; bad scenarios are refused; a given Redis (standalone or cluster) is
 used with a fresh prefix and nothing else of it is touched.
 
-The shipped scenarios run here at about a third of their times (--scale 0.35) to keep CI short; each
+The shipped scenarios run here at a quarter of their times (--scale 0.25) to keep CI short; each
 runs in full in well under 60 s (see the README), which their durations bound statically
 below. Latency thresholds depend on the machine, so the test checks the guarantees
 (overshoot, lost, ran twice, everything done) rather than the exit status."""
@@ -61,7 +61,7 @@ def test_the_five_scenarios_are_shipped_and_bounded_to_a_minute() -> None:
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_each_shipped_scenario_runs_and_its_report_renders(path: Path, tmp_path: Path) -> None:
-    result = _bench(str(path), "--scale", "0.35", "--out", str(tmp_path), "--no-fail")
+    result = _bench(str(path), "--scale", "0.25", "--out", str(tmp_path), "--no-fail")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _check_report(tmp_path)
     verdicts = {t["name"]: t for t in report["thresholds"]}  # type: ignore[attr-defined]
@@ -79,8 +79,8 @@ def test_a_violated_threshold_exits_1_and_says_which(tmp_path: Path) -> None:
     scenario.write_text(
         """
 name: broken-upstream
-duration: 3s
-drain: 3s
+duration: 2s
+drain: 2s
 policy:
   dependencies:
     api: {rate: 100, burst: 10, max_wait: 10s, lease: 5s, retry: {max_attempts: 1}}
@@ -165,7 +165,7 @@ def test_compare_runs_the_same_arrivals_through_the_naive_peer(tmp_path: Path) -
     """--compare: the same arrivals through limits + naive retries, side by side: the naive
     workers make more attempts per job inside the outage than Janus does."""
     path = REPO / "bench" / "scenarios" / "upstream-outage.yaml"
-    result = _bench(str(path), "--scale", "0.35", "--compare", "--out", str(tmp_path), "--no-fail")
+    result = _bench(str(path), "--scale", "0.25", "--compare", "--out", str(tmp_path), "--no-fail")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _check_report(tmp_path)
     compare = report["compare"]

@@ -1,7 +1,9 @@
 """The processes of a load run: open-loop producers and fault-injecting workers.
 
-Each is started by :mod:`janus.loadtest.run` (``spawn``), waits for the shared start time
-``t0`` (wall clock, one machine) and writes what it saw into the run's work directory.
+Each is started by :mod:`janus.loadtest.run` (``spawn``), says it is ready (connected) with
+a file in the run's work directory, waits for the shared start time ``t0`` (wall clock, one
+machine; the runner writes it once every process is ready, so a slow start-up never eats
+into the schedule) and writes what it saw into the work directory.
 
 **Producers are open-loop.** Each arrival stream has its own schedule (Poisson or constant
 gaps at ``rate / processes``, ramped), fixed in advance by a seeded generator: a submit is
@@ -50,11 +52,31 @@ class RunInfo:
 
     url: str
     prefix: str
-    t0: float
-    """The shared start (time.time())."""
     work_dir: str
     scenario: dict[str, Any]
     """Scenario.model_dump(by_alias=True) of the (scaled) scenario."""
+
+
+START_FILE = "start"
+#: How long a process waits for the start time before it gives up.
+START_TIMEOUT_S = 120.0
+
+
+def ready(info: RunInfo, name: str) -> None:
+    """Tell the runner this process is up and connected."""
+    Path(info.work_dir, f"ready-{name}").touch()
+
+
+def start_time(info: RunInfo) -> float:
+    """The shared start (time.time()), once the runner wrote it."""
+    path = Path(info.work_dir, START_FILE)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            return float(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    raise TimeoutError("the run never started (no start time written)")
 
 
 def _wait_for(t: float) -> None:
@@ -113,6 +135,9 @@ async def _produce(info: RunInfo, index: int) -> None:
         pickers.append(_cost_picker(a["cost"], rng))
     schedule.sort()
     jn = await AsyncJanus.from_url(info.url, prefix=info.prefix)
+    await jn.store.ensure_library()  # connected, the library loaded
+    ready(info, f"producer-{index}")
+    t0 = start_time(info)
     hist = HdrHistogram(1, HDR_MAX_US, 3)
     counts: Counter[tuple[int, str, str, str]] = Counter()  # (second, dep, scope, outcome)
     accepted: list[tuple[str, str, str, int, int, int]] = []
@@ -121,7 +146,7 @@ async def _produce(info: RunInfo, index: int) -> None:
 
     async def one(t: float, s_i: int, seq: int) -> None:
         a = prod["arrivals"][s_i]
-        intended = info.t0 + t
+        intended = t0 + t
         job_id = f"p{index}-{s_i}-{seq}"
         cost = pickers[s_i]()
         pad = max(a["payload"] - 16, 0)
@@ -143,10 +168,10 @@ async def _produce(info: RunInfo, index: int) -> None:
         hist.record_value(min(max(int((time.time() - intended) * 1e6), 1), HDR_MAX_US))
         counts[(int(t), a["dependency"], a["scope"], outcome)] += 1
 
-    _wait_for(info.t0)
+    _wait_for(t0)
     try:
         for t, s_i, seq in schedule:
-            delay = info.t0 + t - time.time()
+            delay = t0 + t - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             await slots.acquire()
@@ -178,7 +203,8 @@ class _Behaviour:
     def __init__(self, info: RunInfo, index: int) -> None:
         sc = info.scenario
         w = sc["workers"]
-        self.t0 = info.t0
+        self.info = info
+        self.t0: float | None = None  # read from the start file at the first call
         self.rng = random.Random(f"{sc['seed']}-worker-{index}-{os.getpid()}")
         lat = w["latency"]
         self.constant = lat["constant"]
@@ -199,6 +225,8 @@ class _Behaviour:
 
     def verdict(self, dependency: str) -> Retry | None:
         """The failure this call ends in, or None (success)."""
+        if self.t0 is None:
+            self.t0 = start_time(self.info)
         now = time.time() - self.t0
         for f in self.faults:
             if f["at"] <= now < f["at"] + f["for"] and f["dependency"] in (None, dependency):
@@ -259,6 +287,8 @@ def worker_main(info: RunInfo, index: int) -> None:
                 end(job)
 
             workers = [jn.worker(dep, group="bench") for dep in deps]
+            await jn.store.ensure_library()
+            ready(info, f"worker-{index}")
             loop = asyncio.get_running_loop()
 
             def stop_all() -> None:
@@ -288,6 +318,8 @@ def worker_main(info: RunInfo, index: int) -> None:
         end(job)
 
     workers = [jn.worker(dep, group="bench") for dep in deps]
+    jn.store.time_us()
+    ready(info, f"worker-{index}")
 
     def stop(signum: int, frame: object) -> None:
         for x in workers:

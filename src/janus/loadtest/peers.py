@@ -36,6 +36,8 @@ from janus.loadtest.agents import (
     _Log,
     _wait_for,
     arrival_times,
+    ready,
+    start_time,
 )
 
 
@@ -74,7 +76,7 @@ def producer_main(info: RunInfo, index: int) -> None:
 
     def one(t: float, s_i: int, seq: int) -> None:
         a = prod["arrivals"][s_i]
-        intended = info.t0 + t
+        intended = t0 + t
         job_id = f"p{index}-{s_i}-{seq}"
         cost = pickers[s_i]()
         try:
@@ -92,10 +94,13 @@ def producer_main(info: RunInfo, index: int) -> None:
         hist.record_value(min(max(int((time.time() - intended) * 1e6), 1), HDR_MAX_US))
         counts[(int(t), a["dependency"], a["scope"], outcome)] += 1
 
-    _wait_for(info.t0)
+    client.ping()
+    ready(info, f"producer-{index}")
+    t0 = start_time(info)
+    _wait_for(t0)
     futures = []
     for t, s_i, seq in schedule:
-        delay = info.t0 + t - time.time()
+        delay = t0 + t - time.time()
         if delay > 0:
             time.sleep(delay)
         futures.append(pool.submit(one, t, s_i, seq))
@@ -127,6 +132,8 @@ def worker_main(info: RunInfo, index: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     retry = sc["_retry"]
+    client.ping()
+    ready(info, f"worker-{index}")
 
     def run_one(dep: str, body: bytes) -> None:
         job_id, scope, cost, intended_ms = json.loads(body)

@@ -43,7 +43,13 @@ from typing import Any
 
 from janus import calls
 from janus.client import Janus
-from janus.loadtest.agents import RunInfo, producer_main, read_worker_logs, worker_main
+from janus.loadtest.agents import (
+    START_FILE,
+    RunInfo,
+    producer_main,
+    read_worker_logs,
+    worker_main,
+)
 from janus.loadtest.scenario import Fault, Scenario
 from janus.policy import PolicySet, compile_policy
 from janus.urls import redact
@@ -52,6 +58,8 @@ from janus.urls import redact
 SAMPLE_S = 0.5
 #: Job records read back per pipeline.
 FATE_CHUNK = 1000
+#: How long the processes may take to start and connect.
+READY_TIMEOUT_S = 90.0
 
 
 @dataclass
@@ -202,12 +210,17 @@ class _Fleet:
 class _Sampler(threading.Thread):
     """Reads counters, status and Redis INFO every SAMPLE_S into ``samples``."""
 
-    def __init__(self, jn: Janus, deps: list[str], t0: float) -> None:
+    def __init__(self, jn: Janus, deps: list[str]) -> None:
         super().__init__(name="janus-bench-sampler", daemon=True)
-        self.jn, self.deps, self.t0 = jn, deps, t0
+        self.jn, self.deps, self.t0 = jn, deps, 0.0
         self.samples: list[dict[str, Any]] = []
         self.stopped = threading.Event()
         self.errors = 0
+
+    def begin(self, t0: float) -> None:
+        """Start sampling; times are seconds from ``t0``."""
+        self.t0 = t0
+        self.start()
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -296,21 +309,38 @@ def run_scenario(
 def _drive(
     fleet: _Fleet,
     scenario: Scenario,
-    t0: float,
     drained: Callable[[], bool],
     samples: Callable[[], list[dict[str, Any]]],
     progress: Callable[[dict[str, Any]], None] | None,
     log: Callable[[str], None],
-) -> float:
-    """Start the fleet, play the faults, wait for the load and the drain; returns when the
-    run ended (seconds from t0). The fleet is stopped on the way out, whatever happens."""
+    on_start: Callable[[float], None] = lambda _: None,
+) -> tuple[float, float]:
+    """Start the fleet, wait until every process is ready, fix the start time ``t0``, play
+    the faults, wait for the load and the drain; returns (t0, when the run ended in seconds
+    from t0). The fleet is stopped on the way out, whatever happens."""
     stop_faults = threading.Event()
     try:
         for _ in range(scenario.workers.processes):
             fleet.start_worker()
         fleet.start_producers()
-        while time.time() < t0:
+        expected = scenario.workers.processes + scenario.producers.processes
+        work = Path(fleet.info.work_dir)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while len(list(work.glob("ready-*"))) < expected:
+            dead = [p for p in fleet.workers + fleet.producers if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the run's processes did not start ({len(list(work.glob('ready-*')))} of "
+                    f"{expected} ready; see the worker and producer output above)"
+                )
             time.sleep(0.05)
+        t0 = time.time() + 0.3
+        tmp = work / "start.tmp"
+        tmp.write_text(repr(t0))
+        tmp.replace(work / START_FILE)  # (atomic: a process reads all of it or nothing)
+        on_start(t0)
+        while time.time() < t0:
+            time.sleep(0.02)
         faults = _play_faults(fleet, scenario.faults, t0, stop_faults, log)
         last_shown = 0.0
         end_of_load = t0 + scenario.duration
@@ -331,7 +361,7 @@ def _drive(
         ended = time.time() - t0
         stop_faults.set()
         faults.join(5)
-        return ended
+        return t0, ended
     finally:
         stop_faults.set()
         fleet.stop()
@@ -353,25 +383,24 @@ def _run_janus(
         try:
             jn.apply_policies(PolicySet({d: policies.dependencies[d] for d in deps}, {}))
             versions = jn.store.server_versions()
-            t0 = time.time() + 3.0  # every process is up and connected by then
-            info = RunInfo(redis_url, prefix, t0, work, scenario.model_dump(by_alias=True))
+            info = RunInfo(redis_url, prefix, work, scenario.model_dump(by_alias=True))
             fleet = _Fleet(info, scenario, log)
             fleet.start_coordinators()
-            sampler = _Sampler(jn, deps, t0)
-            sampler.start()
+            sampler = _Sampler(jn, deps)
             try:
-                ended = _drive(
+                t0, ended = _drive(
                     fleet,
                     scenario,
-                    t0,
                     lambda: _drained(jn, deps),
                     lambda: sampler.samples,
                     progress,
                     log,
+                    sampler.begin,
                 )
             finally:
                 sampler.stopped.set()
-            sampler.join(5)
+            if sampler.is_alive():
+                sampler.join(5)
             producers = _producer_docs(work)
             starts, completions = read_worker_logs(work)
             accepted: dict[str, list[str]] = {d: [] for d in deps}
@@ -444,14 +473,12 @@ def _run_peer(
         update={"faults": [f for f in scenario.faults if f.kind != "pause_coordinator"]}
     )
     with tempfile.TemporaryDirectory(prefix="janus-bench-peer-") as work:
-        t0 = time.time() + 3.0
-        info = RunInfo(redis_url, prefix, t0, work, doc)
+        info = RunInfo(redis_url, prefix, work, doc)
         fleet = _Fleet(info, peer_scenario, log, peers.producer_main, peers.worker_main)
         quiet = _Quiet(work)
-        ended = _drive(
+        t0, ended = _drive(
             fleet,
             peer_scenario,
-            t0,
             lambda: quiet.still(1.5) and peers.drained(redis_url, prefix, deps, cluster),
             lambda: [],
             progress,
