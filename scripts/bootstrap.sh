@@ -38,3 +38,17 @@ else
     echo 'redis-server is missing: run `sudo apt-get install -y redis-server` (Debian/Ubuntu)' >&2
     exit 1
 fi
+
+# 4. chromium + chromedriver (the dashboard's end-to-end tests drive Debian's browser through
+#    Selenium; nothing is downloaded at test time)
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    echo "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+elif [ "$(id -u)" -eq 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+    echo "chromium: installed $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+else
+    # (not fatal: everything else runs; the browser tests fail naming this command)
+    echo 'chromium is missing (the dashboard browser tests need it): run `sudo apt-get install -y chromium chromium-driver` (Debian/Ubuntu)' >&2
+fi

@@ -128,7 +128,8 @@ end
 -- Fleet-wide counters (what `janus exporter` exports): fields 'm:<name>' of the state hash,
 -- added up in ctx.m during the call and written when it ends (save_state / flush_counts:
 -- one HINCRBY per counter that moved, in the write the call makes anyway). Names: submit:
--- <ready|scheduled>, submit:existing, rejected:<reason>, started, completed, failed,
+-- <ready|scheduled>, submit:existing, rejected:<reason>, started, started_cost (their
+-- cost), completed, failed,
 -- returned, retried, dead:<reason>, lease_expired, circuit:<open|half_open|closed>, paused,
 -- and the release lag (a job's start minus its not_before) as a histogram: lag_le:<ms> per
 -- bucket (not cumulative: janus.metrics adds them up) and lag_ms_sum.

@@ -87,6 +87,7 @@ end
 local function start_attempt(ctx, c, job)
   local p = ctx.policy
   tally(ctx, 'started')
+  tally(ctx, 'started_cost', job.cost)
   tally_lag(ctx, job.not_before_ms)
   local ms = ctx.now_ms
   if ms < ctx.last_ms then

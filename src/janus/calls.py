@@ -1113,6 +1113,108 @@ def dead_letters(
     return out
 
 
+def dead_letter_range(
+    keys: Keys, *, start: str = "-", end: str = "+", count: int = 100, newest_first: bool = False
+) -> Commands[list[DeadLetter]]:
+    """One page of the dead-letter stream between the ids ``start`` and ``end`` (either may
+    start with "(" to exclude it), at most ``count``, oldest first or ``newest_first``."""
+    dependency = keys.dependency
+    if newest_first:
+        command: tuple[Arg, ...] = ("XREVRANGE", keys.dead, end, start, "COUNT", count)
+    else:
+        command = ("XRANGE", keys.dead, start, end, "COUNT", count)
+
+    def parse(replies: list[Any]) -> list[DeadLetter]:
+        return [parse_dead_letter(dependency, _decode(eid), f) for eid, f in replies[0]]
+
+    return Commands(keys.dead, (command,), parse, f"reading dead letters of {dependency!r}")
+
+
+def dead_letters_by_id(keys: Keys, entry_ids: Sequence[str]) -> Commands[list[DeadLetter]]:
+    """The dead letters with these entry ids, in that order (missing ones left out)."""
+    dependency = keys.dependency
+    commands = tuple(("XRANGE", keys.dead, e, e, "COUNT", 1) for e in entry_ids)
+
+    def parse(replies: list[Any]) -> list[DeadLetter]:
+        return [
+            parse_dead_letter(dependency, _decode(eid), f) for rows in replies for eid, f in rows
+        ]
+
+    return Commands(keys.dead, commands, parse, f"reading dead letters of {dependency!r}")
+
+
+#: Entries one page of :func:`dead_letter_page` reads at most (a rare filter over 100,000
+#: dead letters stops there and hands back a cursor, so a page stays cheap).
+DEAD_LETTER_SCAN = 10_000
+
+
+def dead_letter_page(
+    keys: Keys,
+    *,
+    cursor: str | None = None,
+    newest_first: bool = True,
+    scope: str | None = None,
+    reason: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int = 50,
+    scan: int = DEAD_LETTER_SCAN,
+) -> Op[tuple[list[DeadLetter], str | None, int]]:
+    """Up to ``limit`` dead letters matching the filters (scope, reason, dead at or after
+    ``since_ms`` and before ``until_ms``, by entry id), continuing after ``cursor`` (the
+    last entry id a previous page read, exclusive). Reads at most ``scan`` entries. Returns
+    (the letters, the cursor of the next page or None when the range is exhausted, the
+    number of entries read)."""
+    low = "-" if since_ms is None else f"{since_ms}-0"
+    high = "+" if until_ms is None else f"({until_ms}-0"
+    if cursor is not None:
+        if newest_first:
+            high = "(" + cursor
+        else:
+            low = "(" + cursor
+    out: list[DeadLetter] = []
+    read = 0
+    last = cursor
+    while read < scan:
+        page = min(1000, scan - read)
+        rows: list[DeadLetter] = yield dead_letter_range(
+            keys, start=low, end=high, count=page, newest_first=newest_first
+        )
+        read += len(rows)
+        for i, letter in enumerate(rows):
+            if (scope is None or letter.scope == scope) and (
+                reason is None or letter.reason == reason
+            ):
+                out.append(letter)
+                if len(out) >= limit:
+                    more = i < len(rows) - 1 or len(rows) == page
+                    return out, letter.entry_id if more else None, read - len(rows) + i + 1
+        if len(rows) < page:
+            return out, None, read
+        last = rows[-1].entry_id
+        if newest_first:
+            high = "(" + last
+        else:
+            low = "(" + last
+    return out, last, read  # the scan budget ran out: the next page goes on from here
+
+
+def scope_hold(keys: Keys, scope: str, now_us: int | None) -> Op[int | None]:
+    """A scope's pause by hand: when it ends (Redis ms), -1 until resumed, None when not
+    paused (the state field ``hold:<scope>``, read as :func:`top_scopes` reads it)."""
+    now_ms = yield from _now_ms(now_us)
+    field = "hold:" + encode_part(scope)
+    what = f"reading the pause of scope {scope!r} of {keys.dependency!r}"
+    raw = yield Commands(keys.state, (("HGET", keys.state, field),), _first, what)
+    first = _decode(raw).split(" ", 1)[0] if raw else ""
+    if not first.isdigit():
+        return None
+    until_us = int(first)
+    if until_us >= HOLD_FOREVER_US:
+        return -1
+    return until_us // 1000 if until_us // 1000 > now_ms else None
+
+
 def purge(keys: Keys, entry_ids: Sequence[str]) -> Op[int]:
     """Delete dead letters (and their replay marks); returns how many were deleted."""
     deleted = 0

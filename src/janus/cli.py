@@ -429,7 +429,8 @@ def dashboard(
         mode = " (read-only)" if read_only else ""
         shown = f"[{host}]" if ":" in host else host
         click.echo(
-            f"janus dashboard{mode}: http://{shown}:{port}/ for {redact(url)} prefix={prefix}",
+            f"janus dashboard{mode}: http://{_hostport(shown, port)}/ for {redact(url)} "
+            f"prefix={prefix}",
             err=True,
         )
         serve(create_app(jn, config), host, port)

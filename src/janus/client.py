@@ -306,6 +306,56 @@ class ClientCore:
             )
         return JobArgs(job_id, scope, cost, payload)
 
+    # -- paged dead letters (the dashboard) ----------------------------------------------
+
+    def _dead_letter_page_op(
+        self,
+        dependency: str,
+        *,
+        cursor: str | None,
+        newest_first: bool,
+        scope: str | None,
+        reason: str | None,
+        since_ms: int | None,
+        until_ms: int | None,
+        limit: int,
+    ) -> Op[tuple[list[DeadLetter], str | None, int]]:
+        self._check_dependency(dependency)
+        if cursor is not None:
+            _check_entry_id("cursor", cursor)
+        for name, ms in (("since_ms", since_ms), ("until_ms", until_ms)):
+            if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 0):
+                raise InvalidInput(f"{name} must be a Redis time in ms (>= 0), got {ms!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be an integer from 1 to 1000, got {limit!r}")
+        return (
+            yield from calls.dead_letter_page(
+                self.store.keys(dependency),
+                cursor=cursor,
+                newest_first=newest_first,
+                scope=scope,
+                reason=reason,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                limit=limit,
+            )
+        )
+
+    def _dead_letters_by_id_op(self, dependency: str, entry_ids: list[str]) -> Op[list[DeadLetter]]:
+        self._check_dependency(dependency)
+        for entry_id in entry_ids:
+            _check_entry_id("entry id", entry_id)
+        out: list[DeadLetter] = []
+        keys = self.store.keys(dependency)
+        for i in range(0, len(entry_ids), 1000):
+            out.extend((yield calls.dead_letters_by_id(keys, entry_ids[i : i + 1000])))
+        return out
+
+    def _scope_hold_op(self, dependency: str, scope: str) -> Op[int | None]:
+        self._check_dependency(dependency)
+        check_user_name("scope", scope)
+        return (yield from calls.scope_hold(self.store.keys(dependency), scope, self._now()))
+
 
 class Janus(ClientCore):
     """A producer's handle on Janus. Thread-safe; create one per process and share it.
@@ -511,6 +561,44 @@ class Janus(ClientCore):
         :mod:`janus.metrics`, which exports them to Prometheus)."""
         return self.store.drive(self._counters_op(dependency))
 
+    def dead_letter_page(
+        self,
+        dependency: str,
+        *,
+        cursor: str | None = None,
+        newest_first: bool = True,
+        scope: str | None = None,
+        reason: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[DeadLetter], str | None, int]:
+        """One page of dead letters (newest first by default) matching scope, reason and
+        dead time (``since_ms`` <= entry time < ``until_ms``, Redis ms), after ``cursor``.
+        Reads a bounded number of entries (:data:`janus.calls.DEAD_LETTER_SCAN`), so a page
+        stays cheap with 100,000 of them. Returns (letters, the next page's cursor or None
+        at the end, entries read)."""
+        op = self._dead_letter_page_op(
+            dependency,
+            cursor=cursor,
+            newest_first=newest_first,
+            scope=scope,
+            reason=reason,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            limit=limit,
+        )
+        return self.store.drive(op)
+
+    def dead_letters_by_id(self, dependency: str, entry_ids: Iterable[str]) -> list[DeadLetter]:
+        """The dead letters with these entry ids (those still there), in that order."""
+        return self.store.drive(self._dead_letters_by_id_op(dependency, list(entry_ids)))
+
+    def scope_held_until(self, dependency: str, scope: str) -> int | None:
+        """A scope's pause by hand (``pause(..., scope=)``): when it ends (Redis ms), -1
+        until resumed, None when it is not paused by hand."""
+        return self.store.drive(self._scope_hold_op(dependency, scope))
+
 
 def _test_mode(compiled: CompiledPolicy) -> CompiledPolicy:
     """The policy as a test client applies it: the scripts then accept the test's clock
@@ -531,3 +619,8 @@ def _chunks(jobs: list[JobArgs], size: int, max_bytes: int) -> Iterable[list[Job
         used += weight
     if chunk:
         yield chunk
+
+
+def _check_entry_id(name: str, value: object) -> None:
+    if not isinstance(value, str) or not _STREAM_ID.fullmatch(value):
+        raise InvalidInput(f"{name} must be a stream entry id like 1700000000000-0, got {value!r}")

@@ -46,6 +46,7 @@ log = logging.getLogger("janus.metrics")
 #: Counters without a label of their own: counter name in Redis -> (metric, help).
 SIMPLE = {
     "started": ("janus_started_total", "Attempts started (released to a worker, lease begun)."),
+    "started_cost": ("janus_started_cost_total", "Cost of the attempts started."),
     "completed": ("janus_completed_total", "Attempts reported completed."),
     "failed": ("janus_failed_total", "Attempts reported failed by a worker."),
     "returned": ("janus_returned_total", "Attempts given back unstarted."),

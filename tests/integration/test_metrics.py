@@ -65,6 +65,7 @@ def test_a_known_run_is_counted_in_redis_and_exported(redis_url: str, prefix: st
         "submit:existing": 1,
         "rejected:max_wait_exceeded": 2,
         "started": 3,
+        "started_cost": 3,
         "completed": 1,
         "failed": 2,
         "dead:not_retryable": 1,
@@ -82,6 +83,7 @@ def test_a_known_run_is_counted_in_redis_and_exported(redis_url: str, prefix: st
     assert sample(got, "janus_submits_total", decision="existing") == 1
     assert sample(got, "janus_rejections_total", reason="max_wait_exceeded") == 2
     assert sample(got, "janus_started_total") == 3
+    assert sample(got, "janus_started_cost_total") == 3
     assert sample(got, "janus_completed_total") == 1
     assert sample(got, "janus_failed_total") == 2
     assert sample(got, "janus_retries_total") == 1
