@@ -113,11 +113,20 @@ _SECRET_IN_TEXT = re.compile(r"(\b[a-z]+s?://[^:/@\s]*:)([^@\s]*)(@)")
 
 
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (and ssl_password too)."""
+    """``url`` with its password replaced by ``***`` (and ssl_password too). A password
+    holding an unencoded ``/``, ``?`` or ``#`` ends the host part early for a URL parser, so
+    an ``@`` after ``://`` that the parser did not see as userinfo hides everything between
+    ``://`` and the last ``@`` but the user name (more than needed, never less)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return _SECRET_IN_TEXT.sub(r"\1***\3", url)
+    start = url.find("://")
+    if "@" not in parts.netloc and start >= 0 and "@" in url[start + 3 :]:
+        rest = url[start + 3 :]
+        auth, _, after = rest.rpartition("@")
+        user, sep, _password = auth.partition(":")
+        return f"{url[: start + 3]}{user}{':' if sep else ''}***@{after}"
     netloc = parts.netloc
     if "@" in netloc:
         auth, _, host = netloc.rpartition("@")
