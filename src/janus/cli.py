@@ -413,7 +413,8 @@ def dashboard(
         click.echo(f"error: {problem}", err=True)
         sys.exit(2)
     if security.is_loopback(host):
-        hosts: tuple[str, ...] | None = security.loopback_hosts(allowed_hosts)
+        # (the address it listens on too: --host 127.0.0.2 answers to http://127.0.0.2/)
+        hosts: tuple[str, ...] | None = security.loopback_hosts((host, *allowed_hosts))
     else:
         hosts = allowed_hosts or None
     logging.getLogger("janus").setLevel(logging.INFO)

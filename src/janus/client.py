@@ -42,6 +42,8 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 DEFAULT_BATCH_SIZE = 500
 _BATCH_BYTES = 8 * 1024 * 1024
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+#: The largest stream entry id (each part below 2**64).
+_MAX_ID = f"{2**64 - 1}-{2**64 - 1}"
 
 Clock = Callable[[], int]
 """Returns the current time in microseconds: only janus.testing uses one (Redis TIME is the
@@ -319,15 +321,30 @@ class ClientCore:
         since_ms: int | None,
         until_ms: int | None,
         limit: int,
+        scan: int = calls.DEAD_LETTER_SCAN,
     ) -> Op[tuple[list[DeadLetter], str | None, int]]:
         self._check_dependency(dependency)
         if cursor is not None:
             _check_entry_id("cursor", cursor)
+            if cursor in ("0-0", _MAX_ID):  # (no entry has either: no page hands them out)
+                raise InvalidInput(f"cursor must be an entry id a page handed out, got {cursor!r}")
         for name, ms in (("since_ms", since_ms), ("until_ms", until_ms)):
-            if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 0):
+            if ms is not None and (
+                isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms < 2**64
+            ):
                 raise InvalidInput(f"{name} must be a Redis time in ms (>= 0), got {ms!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be an integer from 1 to 1000, got {limit!r}")
+        if (
+            isinstance(scan, bool)
+            or not isinstance(scan, int)
+            or not 1 <= scan <= calls.DEAD_LETTER_SCAN
+        ):
+            raise InvalidInput(
+                f"scan must be an integer from 1 to {calls.DEAD_LETTER_SCAN}, got {scan!r}"
+            )
+        if until_ms == 0:
+            return [], None, 0  # (nothing is older than time 0; "(0-0" is no valid range end)
         return (
             yield from calls.dead_letter_page(
                 self.store.keys(dependency),
@@ -338,6 +355,7 @@ class ClientCore:
                 since_ms=since_ms,
                 until_ms=until_ms,
                 limit=limit,
+                scan=scan,
             )
         )
 
@@ -572,12 +590,13 @@ class Janus(ClientCore):
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int = 50,
+        scan: int = calls.DEAD_LETTER_SCAN,
     ) -> tuple[list[DeadLetter], str | None, int]:
         """One page of dead letters (newest first by default) matching scope, reason and
         dead time (``since_ms`` <= entry time < ``until_ms``, Redis ms), after ``cursor``.
         Reads a bounded number of entries (:data:`janus.calls.DEAD_LETTER_SCAN`), so a page
-        stays cheap with 100,000 of them. Returns (letters, the next page's cursor or None
-        at the end, entries read)."""
+        stays cheap with 100,000 of them (``scan``: fewer). Returns (letters, the next page's
+        cursor or None at the end, entries read)."""
         op = self._dead_letter_page_op(
             dependency,
             cursor=cursor,
@@ -587,6 +606,7 @@ class Janus(ClientCore):
             since_ms=since_ms,
             until_ms=until_ms,
             limit=limit,
+            scan=scan,
         )
         return self.store.drive(op)
 
@@ -622,5 +642,9 @@ def _chunks(jobs: list[JobArgs], size: int, max_bytes: int) -> Iterable[list[Job
 
 
 def _check_entry_id(name: str, value: object) -> None:
-    if not isinstance(value, str) or not _STREAM_ID.fullmatch(value):
+    if (
+        not isinstance(value, str)
+        or not _STREAM_ID.fullmatch(value)
+        or any(int(part) >= 2**64 for part in value.split("-"))
+    ):
         raise InvalidInput(f"{name} must be a stream entry id like 1700000000000-0, got {value!r}")

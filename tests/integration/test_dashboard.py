@@ -15,6 +15,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -266,20 +267,69 @@ def test_replay_from_the_dead_letters_readmits_the_job_and_is_logged(
     assert any("replay pay: replay: 1 replayed" in r.getMessage() for r in caplog.records)
 
 
+def _confirmed(web: TestClient, path: str, fields: dict[str, str]) -> Any:
+    """Ask (the confirm page), then post its form as a browser would on 'Confirm'."""
+    asked = web.post(path, data=fields)
+    form = re.search(r'<form method="post"[^>]*id="confirm-form">(.*?)</form>', asked.text, re.S)
+    assert form is not None, asked.text[:300]
+    hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', form[1])
+    data = [(html.unescape(n), html.unescape(v)) for n, v in hidden]
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    return asked, web.post(path, content=urlencode(data), headers=headers)
+
+
 def test_replay_and_purge_every_match_of_a_filter(jn: Janus, web: TestClient) -> None:
     """'every match' acts on all the dead letters the filter selects, and only those."""
     _dead(jn, "pay", [Job(scope="a", job_id=f"a{i}") for i in range(3)])
     _dead(jn, "pay", [Job(scope="b", job_id=f"b{i}") for i in range(2)])
     token = _csrf(web, "/d/pay/dead")
-    asked = web.post("/d/pay/dead/purge", data={"csrf": token, "all": "1", "scope": "a"})
+    asked, done = _confirmed(web, "/d/pay/dead/purge", {"csrf": token, "all": "1", "scope": "a"})
     assert "Purge 3 dead letter(s)?" in asked.text and "scope=a" in asked.text
-    done = web.post(
-        "/d/pay/dead/purge", data={"csrf": token, "all": "1", "scope": "a", "confirm": "yes"}
-    )
+    assert "at most 10,000" in web.get("/d/pay/dead").text  # the bound, stated
     assert done.headers["location"] == "/d/pay/dead?scope=a"
     assert sorted(d.job_id for d in jn.dead_letters("pay")) == ["b0", "b1"]
-    web.post("/d/pay/dead/replay", data={"csrf": token, "all": "1", "confirm": "yes"})
+    _confirmed(web, "/d/pay/dead/replay", {"csrf": token, "all": "1"})
     assert sorted(j.id for j in take(jn, "pay")) == ["b0", "b1"]
+
+
+def test_every_match_acts_only_as_confirmed(
+    jn: Janus, web: TestClient, standalone_url: str, prefix: str
+) -> None:
+    """A confirm without what the confirm page counted is refused; so is one whose count
+    no longer holds (letters purged meanwhile); nothing changes either way."""
+    _dead(jn, "pay", [Job(scope="a", job_id=f"a{i}") for i in range(3)])
+    token = _csrf(web, "/d/pay/dead")
+    with unchanged(raw_client(standalone_url), prefix):
+        bare = web.post("/d/pay/dead/purge", data={"csrf": token, "all": "1", "confirm": "yes"})
+        assert bare.status_code == 400 and "confirm page" in bare.text
+    asked = web.post("/d/pay/dead/purge", data={"csrf": token, "all": "1"})
+    form = re.search(r'id="confirm-form">(.*?)</form>', asked.text, re.S)
+    assert form is not None
+    fields = dict(re.findall(r'name="([^"]*)" value="([^"]*)"', form[1]))
+    jn.purge("pay", jn.dead_letters("pay")[:1])  # meanwhile
+    changed = web.post("/d/pay/dead/purge", data=fields)
+    assert changed.status_code == 409 and "nothing was changed" in changed.text
+    assert len(jn.dead_letters("pay")) == 2
+
+
+def test_a_scope_name_with_a_line_break_round_trips_through_the_forms(
+    jn: Janus, web: TestClient
+) -> None:
+    """The scope page's and the confirm page's forms carry the scope hex-encoded (a browser
+    rewrites line breaks in a field's value); a plain ``scope`` field still works (scripts)."""
+    scope = "tenant\r\nx"
+    page = web.get("/d/pay/scope", params={"name": scope}).text
+    assert f'name="scope_hex" value="{scope.encode().hex()}"' in page
+    token = _csrf(web, "/d/pay")
+    _, done = _confirmed(
+        web, "/d/pay/pause", {"csrf": token, "for": "", "scope_hex": scope.encode().hex()}
+    )
+    assert done.status_code == 303
+    assert jn.scope_held_until("pay", scope) == -1
+    bad = web.post("/d/pay/resume", data={"csrf": token, "scope_hex": "zz", "confirm": "yes"})
+    assert bad.status_code == 400
+    web.post("/d/pay/resume", data={"csrf": token, "scope": scope, "confirm": "yes"})
+    assert jn.scope_held_until("pay", scope) is None
 
 
 def test_a_read_only_dashboard_refuses_every_action_and_changes_nothing(
@@ -557,3 +607,59 @@ def test_the_cli_refuses_to_listen_beyond_loopback_without_a_token(
     down = f"redis://127.0.0.1:{free_port()}/0"
     result = runner.invoke(main, ["dashboard", "--port", str(free_port()), "--redis", down])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_over_https_the_cookies_are_host_prefixed_and_the_scheme_is_checked(
+    jn: Janus, standalone_url: str, prefix: str
+) -> None:
+    """Behind TLS the cookies are ``__Host-`` (Secure, this host only), a signed-in
+    browser's CSRF token is its session's, and a POST from the http origin is refused."""
+    app = create_app(jn, DashboardConfig(redis_url=standalone_url, prefix=prefix, auth_token=TOKEN))
+    web = TestClient(app, base_url="https://dash.example", follow_redirects=False)
+    login = web.get("/login")
+    assert login.headers["set-cookie"].startswith("__Host-" + security.CSRF_COOKIE + "=")
+    token = _csrf(web, "/login")
+    signed = web.post("/login", data={"csrf": token, "token": TOKEN})
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith("__Host-" + security.AUTH_COOKIE + "=") and "Secure" in cookie
+    assert "Max-Age=" in cookie
+    assert web.get("/").status_code == 200
+    mine = _csrf(web, "/d/pay")
+    assert mine != token  # bound to the session now
+    fields = {"csrf": mine, "confirm": "yes"}
+    other = web.post("/d/pay/pause", data=fields, headers={"origin": "http://dash.example"})
+    assert other.status_code == 403 and jn.status("pay").held_until_ms is None
+    stale = web.post("/d/pay/pause", data={**fields, "csrf": token})  # the anonymous one
+    assert stale.status_code == 403 and jn.status("pay").held_until_ms is None
+    ok = web.post("/d/pay/pause", data=fields, headers={"origin": "https://dash.example"})
+    assert ok.status_code == 303 and jn.status("pay").held_until_ms == -1
+    jn.resume("pay")
+
+
+def test_an_unexpected_error_is_a_500_page_without_internals(
+    jn: Janus, web: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last resort: a one-sentence 500 (no traceback, no Redis URL); the log has it."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom at redis://user:s3cret@db.internal:6379/0")
+
+    monkeypatch.setattr(jn, "status", broken)
+    with caplog.at_level(logging.ERROR, logger="janus.dashboard"):
+        page = web.get("/d/pay")
+        api = web.get("/api/d/pay")
+    assert page.status_code == 500 and api.status_code == 500
+    for body in (page.text, api.text):
+        assert "db.internal" not in body and "Traceback" not in body and "boom" not in body
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError" in logged and "s3cret" not in logged
+
+
+def test_forms_are_bounded_and_the_flash_line_is_signed(jn: Janus, web: TestClient) -> None:
+    """An action's body is at most 1 MB (413 beyond, nothing parsed); a flash cookie the
+    dashboard did not set is not shown."""
+    token = _csrf(web, "/d/pay")
+    big = web.post("/d/pay/pause", data={"csrf": token, "confirm": "yes", "x": "a" * (2 << 20)})
+    assert big.status_code == 413 and jn.status("pay").held_until_ms is None
+    web.cookies.set(security.FLASH_COOKIE, "forged%20news")
+    assert "forged news" not in web.get("/d/pay").text

@@ -340,16 +340,48 @@ def test_csrf_tokens_are_signed_and_must_match_the_cookie() -> None:
     assert not signer.csrf_ok("é.ü", "é.ü")  # non-ASCII: refused, no TypeError
 
 
-def test_the_auth_token_by_header_or_session_cookie() -> None:
+def test_the_auth_token_by_header_or_session() -> None:
     token = "t" * 20
-    assert security.authorized(None, None, None)
-    assert security.authorized(token, f"Bearer {token}", None)
-    assert security.authorized(token, None, security.session_value(token))
-    assert not security.authorized(token, "Bearer wrong", None)
-    assert not security.authorized(token, f"Basic {token}", None)
-    assert not security.authorized(token, None, token)  # the cookie holds an HMAC, not it
-    assert not security.authorized(token, "Bearer ü", "ü")
-    assert token not in security.session_value(token)
+    assert security.authorized(None, None, False)
+    assert security.authorized(token, f"Bearer {token}", False)
+    assert security.authorized(token, None, True)  # a valid session cookie
+    assert not security.authorized(token, "Bearer wrong", False)
+    assert not security.authorized(token, f"Basic {token}", False)
+    assert not security.authorized(token, "Bearer ü", False)
+    assert not security.authorized(token, None, False)
+
+
+def test_sessions_are_random_expire_and_can_be_ended() -> None:
+    now = [1000.0]
+    sessions = security.Sessions(lambda: now[0], ttl_s=60, limit=3)
+    a, b = sessions.new(), sessions.new()
+    assert a != b and sessions.valid(a) and sessions.valid(b)
+    assert not sessions.valid(None) and not sessions.valid("") and not sessions.valid("x")
+    sessions.end(a)
+    assert not sessions.valid(a) and sessions.valid(b)
+    now[0] += 61
+    assert not sessions.valid(b)  # expired
+    kept = [sessions.new() for _ in range(4)]
+    assert not sessions.valid(kept[0]) and all(sessions.valid(s) for s in kept[1:])  # bounded
+
+
+def test_csrf_tokens_of_a_session_are_bound_to_it() -> None:
+    signer = security.Signer()
+    token = signer.session_csrf("session-a")
+    assert signer.session_csrf_ok("session-a", token)
+    assert not signer.session_csrf_ok("session-b", token)
+    assert not signer.session_csrf_ok("session-a", None)
+    assert not signer.session_csrf_ok("session-a", signer.new_csrf())  # an anonymous one
+    assert not security.Signer().session_csrf_ok("session-a", token)  # another process
+
+
+def test_sealed_values_are_ours_only() -> None:
+    signer = security.Signer()
+    sealed = signer.seal("pay%3A%20paused")
+    assert signer.unseal(sealed) == "pay%3A%20paused"
+    assert signer.unseal("pay%3A%20paused") is None
+    assert signer.unseal(None) is None
+    assert security.Signer().unseal(sealed) is None
 
 
 def test_host_and_origin_checks() -> None:
@@ -359,10 +391,27 @@ def test_host_and_origin_checks() -> None:
     for header in ("evil.example", "127.0.0.1.evil.example:80", "", "[bad"):
         assert not security.host_allowed(header, allowed), header
     assert security.host_allowed("anything", None)
-    assert security.same_origin(None, "127.0.0.1:8080")
-    assert security.same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
-    assert not security.same_origin("http://evil.example", "127.0.0.1:8080")
-    assert not security.same_origin("null", "127.0.0.1:8080")
+    here = "127.0.0.1:8080"
+    assert security.same_origin(None, here, "http")
+    assert security.same_origin("http://127.0.0.1:8080", here, "http")
+    assert not security.same_origin("https://127.0.0.1:8080", here, "http")  # the scheme too
+    assert not security.same_origin("http://127.0.0.1:8080", here, "https")
+    assert not security.same_origin("http://evil.example", here, "http")
+    assert not security.same_origin("null", here, "http")
+    assert security.from_here(None, None, here, "http")  # a script: the CSRF token decides
+    assert security.from_here(None, "http://127.0.0.1:8080/d/pay", here, "http")
+    assert not security.from_here(None, "http://evil.example/x", here, "http")
+    assert not security.from_here(None, "https://127.0.0.1:8080/d/pay", here, "http")
+    assert not security.from_here("http://evil.example", "http://127.0.0.1:8080/", here, "http")
+    assert security.cookie_name("janus_session", True) == "__Host-janus_session"
+    assert security.cookie_name("janus_session", False) == "janus_session"
+
+
+def test_a_token_must_be_printable_without_spaces() -> None:
+    assert security.bind_problem("0.0.0.0", " " * 16) is not None
+    assert security.bind_problem("0.0.0.0", "a" * 15 + "\x07") is not None
+    assert security.bind_problem("0.0.0.0", "a" * 8 + " " + "b" * 8) is not None
+    assert security.bind_problem("0.0.0.0", "a" * 16) is None
 
 
 # -- layers -----------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ twin of each live page (polled by ``static/dashboard.js``), and the actions.
 Pages: ``/`` (every dependency), ``/d/<dep>`` (its scopes, chart and events),
 ``/d/<dep>/scope?name=`` (one scope), ``/d/<dep>/dead`` (dead letters, filtered and paged),
 ``/d/<dep>/dead/<entry>`` (one, with its payload and history), ``/job`` (a job by id).
-Actions (POST only): ``/d/<dep>/pause``, ``/d/<dep>/resume`` (a ``scope`` field for one
-scope), ``/d/<dep>/dead/replay``, ``/d/<dep>/dead/purge``. Each action asks first (a confirm
-page; only a POST with ``confirm=yes`` acts), needs the CSRF token, is refused whole in
-read-only mode, and is logged (``janus.dashboard``); pauses and resumes are also events in
-Redis, written by the functions.
+Actions (POST only): ``/d/<dep>/pause``, ``/d/<dep>/resume`` (``scope_hex``, or ``scope``
+plain, for one scope), ``/d/<dep>/dead/replay``, ``/d/<dep>/dead/purge``. Each action asks
+first (a confirm page; only a POST with ``confirm=yes`` acts), needs the CSRF token, is
+refused whole in read-only mode, and is logged (``janus.dashboard``); pauses and resumes
+are also events in Redis, written by the functions.
 
 No Redis logic lives here: every read and action is a :class:`janus.client.Janus` method,
 run in a worker thread (the client is synchronous and thread-safe). Views (what each page
@@ -21,7 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
+import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,8 @@ from urllib.parse import quote, unquote, urlencode
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -56,6 +61,14 @@ TOP_CHOICES = (10, 25, 50, 100)
 EVENTS_SHOWN = 20
 #: Dependency histories kept for rates (each a few hundred samples).
 MAX_HISTORIES = 10_000
+#: Dead letters one "every match" replay or purge reads at most (the confirm page says so
+#: when there are more: narrow the filter, or repeat).
+ACTION_SCAN = 10_000
+#: Entries one replay or purge of selected dead letters may name.
+MAX_ENTRIES = 1000
+#: The largest form body an action accepts (read before it is parsed), and its fields.
+MAX_BODY = 1 << 20
+MAX_FIELDS = 2 * MAX_ENTRIES
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -91,6 +104,7 @@ class Dashboard:
         self.jn = jn
         self.config = config
         self.signer = security.Signer()
+        self.sessions = security.Sessions(time.monotonic)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,  # every value is text: nothing a user wrote becomes markup
@@ -100,6 +114,8 @@ class Dashboard:
         )
         self.templates.filters["q"] = lambda value: quote(str(value), safe="")
         self.templates.filters["n"] = views.count
+        # (a user string a form must carry back exactly: see _text)
+        self.templates.filters["hex"] = lambda value: str(value).encode().hex()
         self._histories: dict[str, views.CounterHistory] = {}
         self._lock = threading.Lock()
 
@@ -140,10 +156,29 @@ class Dashboard:
             except InvalidInput as exc:
                 return self.message(request, 400, "Bad request", redact_text(str(exc)))
             except JanusError as exc:
-                log.warning("dashboard: %s: %s", request.url.path, redact_text(str(exc)))
+                log.warning("dashboard: %r: %s", request.url.path, redact_text(str(exc)))
                 return self.message(request, 503, "Redis unavailable", redact_text(str(exc)))
+            except HTTPException as exc:  # (an unreadable form)
+                return self.message(request, exc.status_code, "Bad request", str(exc.detail))
+            except Exception as exc:  # the last resort: the detail goes to the log only
+                _failed(request, exc)
+                text = "The dashboard could not answer this request; its log says why."
+                return self.message(request, 500, "Internal error", text)
 
-        return endpoint
+        async def checked(request: Request) -> Response:
+            response = await endpoint(request)
+            if request.method == "POST" and response.status_code >= 400:
+                # (a refused action is worth a line too: the values as repr, one line)
+                log.warning(
+                    "dashboard: %s %r refused (%d) (from %s)",
+                    request.method,
+                    request.url.path,
+                    response.status_code,
+                    self._client(request),
+                )
+            return response
+
+        return checked
 
     def _api(self, fn: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -155,6 +190,9 @@ class Dashboard:
                 return _json({"error": redact_text(str(exc))}, 400)
             except JanusError as exc:
                 return _json({"error": redact_text(str(exc))}, 503)
+            except Exception as exc:  # the last resort: the detail goes to the log only
+                _failed(request, exc)
+                return _json({"error": "internal error (see the dashboard's log)"}, 500)
 
         return endpoint
 
@@ -163,18 +201,19 @@ class Dashboard:
     def render(
         self, request: Request, template: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
-        csrf = request.cookies.get(security.CSRF_COOKIE)
-        fresh = not self.signer.csrf_valid(csrf)
-        if fresh or csrf is None:
-            csrf = self.signer.new_csrf()
-        flash = request.cookies.get(security.FLASH_COOKIE)
+        session = self.session(request)
+        fresh = False
+        if session is not None:  # signed in: the token is bound to the session
+            csrf = self.signer.session_csrf(session)
+        else:  # the sign-in form, or no --auth-token: a signed double-submit cookie
+            given = _cookie(request, security.CSRF_COOKIE)
+            fresh = given is None or not self.signer.csrf_valid(given)
+            csrf = self.signer.new_csrf() if fresh or given is None else given
+        flash_cookie = _cookie(request, security.FLASH_COOKIE)
+        flash = self.signer.unseal(flash_cookie)
         # Which Redis and prefix: only for those who may see the pages (not on the sign-in
         # page of a dashboard behind a token).
-        known = security.authorized(
-            self.config.auth_token,
-            request.headers.get("authorization"),
-            request.cookies.get(security.AUTH_COOKIE),
-        )
+        known = self.authorized(request)
         shared = {
             "redis": redact(self.config.redis_url) if known else "",
             "prefix": self.config.prefix if known else "",
@@ -189,8 +228,8 @@ class Dashboard:
         response = HTMLResponse(html, status_code=status)
         if fresh:
             self._cookie(response, request, security.CSRF_COOKIE, csrf)
-        if flash:
-            response.delete_cookie(security.FLASH_COOKIE, path="/")
+        if flash_cookie:
+            _drop_cookie(response, request, security.FLASH_COOKIE)
         return response
 
     def message(self, request: Request, status: int, title: str, text: str) -> HTMLResponse:
@@ -200,21 +239,38 @@ class Dashboard:
     def _cookie(
         response: Response, request: Request, name: str, value: str, max_age: int | None = None
     ) -> None:
+        https = request.url.scheme == "https"
         response.set_cookie(
-            name,
+            security.cookie_name(name, https),  # __Host- over https (Secure, no Domain)
             value,
             max_age=max_age,
             path="/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=https,
+        )
+
+    def session(self, request: Request) -> str | None:
+        """The request's session id, when it holds a valid one (with --auth-token)."""
+        if self.config.auth_token is None:
+            return None
+        sid = _cookie(request, security.AUTH_COOKIE)
+        return sid if self.sessions.valid(sid) else None
+
+    def authorized(self, request: Request) -> bool:
+        """May the request in: no token, the token as a bearer header, or a session."""
+        return security.authorized(
+            self.config.auth_token,
+            request.headers.get("authorization"),
+            self.session(request) is not None,
         )
 
     def done(self, request: Request, text: str, back: str) -> Response:
         """After an action: back to the page it came from, with one line saying what was
         done (a short-lived cookie, so a reload shows the page, not the action again)."""
         response = RedirectResponse(back, status_code=303)
-        self._cookie(response, request, security.FLASH_COOKIE, quote(views.short(text, 400)), 60)
+        flash = self.signer.seal(quote(views.short(text, 400)))  # (signed: only we set it)
+        self._cookie(response, request, security.FLASH_COOKIE, flash, 60)
         return response
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -396,6 +452,8 @@ class Dashboard:
         dep = self._known(request.path_params["dep"])
         flt = views.dead_letter_filter(dict(request.query_params))
         cursor = request.query_params.get("cursor") or None
+        if cursor is not None and not _entry_id(cursor):
+            raise Problem(400, "Bad request", f"{views.short(cursor)!r} is not a page cursor")
 
         def read() -> dict[str, Any]:
             now_ms = self._now_ms()
@@ -432,6 +490,8 @@ class Dashboard:
             dep=dep,
             flt=flt,
             query=query,
+            form_fields=flt.form_fields(),
+            action_scan=ACTION_SCAN,
             first_page=bool(cursor),
             next_query=urlencode({**query, "cursor": data["next_cursor"] or ""}),
             filter_query=urlencode(query),
@@ -504,16 +564,17 @@ class Dashboard:
     async def healthz(self, request: Request) -> Response:
         try:
             await self.call(self._now_ms)
-        except JanusError as exc:
-            return _json({"ok": False, "error": redact_text(str(exc))}, 503)
+        except Exception as exc:  # (public: the caller learns nothing but "not ok")
+            log.warning("dashboard: /healthz: %s", redact_text(str(exc)))
+            return _json({"ok": False}, 503)
         return _json({"ok": True})
 
     # -- actions ----------------------------------------------------------------------------
 
     async def _form(self, request: Request) -> Mapping[str, Any]:
         """The posted form, after the checks every action passes: refused whole in
-        read-only mode, and without a valid CSRF token (nothing is read or written)."""
-        form = await request.form(max_files=0, max_fields=2000)
+        read-only mode (before the body is read), and without a valid CSRF token (nothing is
+        read or written)."""
         if self.config.read_only:
             raise Problem(
                 403,
@@ -521,19 +582,30 @@ class Dashboard:
                 "This dashboard was started with --read-only: actions are refused. "
                 "Nothing was changed.",
             )
+        form = await _read_form(request, MAX_FIELDS)
         self._check_csrf(request, form)
         return form
 
-    def _check_csrf(self, request: Request, form: Mapping[str, Any]) -> None:
-        field = form.get(security.CSRF_FIELD)
-        cookie = request.cookies.get(security.CSRF_COOKIE)
-        if not self.signer.csrf_ok(cookie, field if isinstance(field, str) else None):
-            raise Problem(
-                403,
-                "CSRF check failed",
-                "The form's CSRF token is missing or does not match this browser's: the "
-                "request was refused and nothing was changed. Reload the page and try again.",
-            )
+    def _check_csrf(
+        self, request: Request, form: Mapping[str, Any], *, anonymous_ok: bool = False
+    ) -> None:
+        """A signed-in browser's form carries its session's token (one minted for anyone
+        else does not do); any other, the signed double-submit cookie's (``anonymous_ok``:
+        either, for signing in and out)."""
+        value = form.get(security.CSRF_FIELD)
+        field = value if isinstance(value, str) else None
+        session = self.session(request)
+        if session is not None and self.signer.session_csrf_ok(session, field):
+            return
+        cookie = _cookie(request, security.CSRF_COOKIE)
+        if (session is None or anonymous_ok) and self.signer.csrf_ok(cookie, field):
+            return
+        raise Problem(
+            403,
+            "CSRF check failed",
+            "The form's CSRF token is missing or does not match this browser's: the "
+            "request was refused and nothing was changed. Reload the page and try again.",
+        )
 
     def confirm(
         self,
@@ -570,7 +642,7 @@ class Dashboard:
     async def _pause_or_resume(self, request: Request, *, resume: bool) -> Response:
         dep = self._known(request.path_params["dep"])
         form = await self._form(request)
-        scope = _field(form, "scope") or None
+        scope = _text(form, "scope") or None
         if scope is not None:
             check_user_name("scope", scope)
         for_text = _field(form, "for")
@@ -593,7 +665,9 @@ class Dashboard:
                     f"Pause {target} {length}: nothing is released; waiting work stays, "
                     "running attempts run on."
                 )
-            fields = [("for", for_text)] + ([("scope", scope)] if scope is not None else [])
+            fields = [("for", for_text)]
+            if scope is not None:  # (hex: a browser rewrites line breaks in a field's value)
+                fields.append(("scope_hex", scope.encode().hex()))
             return self.confirm(
                 request,
                 title=f"{verb.capitalize()} {target}?",
@@ -621,30 +695,50 @@ class Dashboard:
         dep = self._known(request.path_params["dep"])
         form = await self._form(request)
         entries = [e for e in _list(form, "entry") if e]
+        if len(entries) > MAX_ENTRIES:
+            raise Problem(400, "Too many selected", f"Select at most {MAX_ENTRIES:,} at once.")
         every = _field(form, "all") == "1"
-        flt = views.dead_letter_filter({k: _field(form, k) for k in _FILTER_FIELDS})
+        params = {k: _field(form, k) for k in ("reason", "newer", "older")}
+        flt = views.dead_letter_filter({**params, "scope": _text(form, "scope")})
         if flt.errors:
             raise Problem(400, "Bad filter", "; ".join(flt.errors))
         if not entries and not every:
             raise Problem(400, "Nothing selected", "Select at least one dead letter.")
         back = f"/d/{dep}/dead" + (f"?{urlencode(flt.query())}" if flt.query() else "")
-
-        def select() -> list[DeadLetter]:
-            if not every:
-                return self.jn.dead_letters_by_id(dep, entries)
-            since, until = flt.bounds(self._now_ms())
-            letters = self.jn.dead_letters(dep, scope=flt.scope, since_ms=since)
-            return [
-                d
-                for d in letters
-                if (flt.reason is None or d.reason == flt.reason)
-                and (until is None or views.entry_ms(d.entry_id) < until)
-            ]
-
-        letters = await self.call(select)
         verb = "purge" if purge else "replay"
         what = _selection_text(entries, every, flt)
-        if _field(form, "confirm") != "yes":
+        confirmed = _field(form, "confirm") == "yes"
+        counted = _counted(form) if every and confirmed else None
+
+        def select() -> tuple[list[DeadLetter], list[tuple[str, str]], str]:
+            """The letters; for a confirm page, the fields that pin them (every match: the
+            absolute bounds, the newest entry counted, the count) and a note."""
+            if not every:
+                return self.jn.dead_letters_by_id(dep, entries), [], ""
+            if counted is not None:  # confirmed: exactly what the confirm page counted
+                since, until, through, _ = counted
+                if through is None:
+                    return [], [], ""
+                return self._every_match(dep, flt, since, until, through)[0], [], ""
+            since, until = flt.bounds(self._now_ms())
+            letters, capped = self._every_match(dep, flt, since, until, None)
+            pin = [
+                ("since_ms", "" if since is None else str(since)),
+                ("until_ms", "" if until is None else str(until)),
+                ("through", letters[-1].entry_id if letters else ""),
+                ("count", str(len(letters))),
+            ]
+            note = ""
+            if capped:
+                more = "narrow the filter, or repeat" if purge else "narrow the filter (by age)"
+                note = (
+                    f" Only the oldest {ACTION_SCAN:,} dead letters of the range were read (at "
+                    f"most {ACTION_SCAN:,} per action): {more} for the rest."
+                )
+            return letters, pin, note
+
+        letters, pin, note = await self.call(select)
+        if not confirmed:
             if purge:
                 text = (
                     f"Delete {len(letters):,} dead letter(s) of {dep} for good ({what}). "
@@ -658,30 +752,79 @@ class Dashboard:
                 )
             fields = [("entry", e) for e in entries]
             if every:
-                fields += [("all", "1"), *flt.query().items()]
+                fields += [("all", "1"), *flt.form_fields(), *pin]
             return self.confirm(
                 request,
                 title=f"{verb.capitalize()} {len(letters):,} dead letter(s)?",
-                text=text,
+                text=text + note,
                 action=f"/d/{dep}/dead/{verb}",
                 fields=fields,
                 back=back,
                 danger=purge,
             )
-        if purge:
+        if counted is not None and len(letters) != counted[3]:
+            raise Problem(
+                409,
+                "The selection changed",
+                f"The confirm page counted {counted[3]:,} dead letter(s) and {len(letters):,} "
+                "of them are left now (purged meanwhile?): nothing was changed. Go back and "
+                "confirm again.",
+            )
+        if not letters:
+            said = f"nothing to {verb}"
+        elif purge:
             n = await self.call(self.jn.purge, dep, letters)
             said = f"purged {n:,} dead letter(s)"
         else:
             result = await self.call(self.jn.replay, dep, letters)
             said = "replay: " + views.replay_summary(result)
         # Replays and purges write no event in Redis (the functions do not log them): this
-        # log line is their record.
+        # log line is their record (user text in it as repr: one line, nothing forged).
         ids = ",".join(d.entry_id for d in letters[:20]) + ("..." if len(letters) > 20 else "")
         client = self._client(request)
+        what = _selection_text(entries, every, flt, for_log=True)
         log.info(
             "dashboard: %s %s: %s (%s; entries %s; from %s)", verb, dep, said, what, ids, client
         )
         return self.done(request, f"{dep}: {said}", back)
+
+    def _every_match(
+        self,
+        dep: str,
+        flt: views.DeadLetterFilter,
+        since: int | None,
+        until: int | None,
+        through: str | None,
+    ) -> tuple[list[DeadLetter], bool]:
+        """The dead letters the filter selects between ``since`` and ``until`` (Redis ms)
+        and up to the entry ``through`` (inclusive), oldest first, reading at most
+        :data:`ACTION_SCAN` entries (paged: never the whole stream). Returns (the letters,
+        whether the read stopped at that bound with more left)."""
+        if through is not None:  # (entries only grow: nothing newer than it was counted)
+            upto = views.entry_ms(through) + 1
+            until = upto if until is None else min(until, upto)
+        out: list[DeadLetter] = []
+        read, cursor = 0, None
+        while read < ACTION_SCAN:
+            letters, cursor, n = self.jn.dead_letter_page(
+                dep,
+                cursor=cursor,
+                newest_first=False,
+                scope=flt.scope,
+                reason=flt.reason,
+                since_ms=since,
+                until_ms=until,
+                limit=1000,
+                scan=ACTION_SCAN - read,
+            )
+            read += n
+            out.extend(letters)
+            if cursor is None or n == 0:
+                break
+        if through is not None:
+            last = _id_key(through)
+            out = [d for d in out if _id_key(d.entry_id) <= last]
+        return out, cursor is not None
 
     # -- signing in ------------------------------------------------------------------------
 
@@ -691,12 +834,14 @@ class Dashboard:
             return RedirectResponse("/", status_code=303)
         error = None
         if request.method == "POST":
-            form = await request.form(max_files=0, max_fields=10)
-            self._check_csrf(request, form)
+            form = await _read_form(request, 10)
+            self._check_csrf(request, form, anonymous_ok=True)
             given = _field(form, "token")
-            if given and security.authorized(token, f"Bearer {given}", None):
+            if given and security.bearer_ok(token, f"Bearer {given}"):
                 response = RedirectResponse(_safe_next(_field(form, "next")), status_code=303)
-                self._cookie(response, request, security.AUTH_COOKIE, security.session_value(token))
+                self.sessions.end(_cookie(request, security.AUTH_COOKIE))  # (a new one)
+                session = self.sessions.new()
+                self._cookie(response, request, security.AUTH_COOKIE, session, security.SESSION_S)
                 log.info("dashboard: signed in (from %s)", self._client(request))
                 return response
             log.warning("dashboard: a wrong token was given (from %s)", self._client(request))
@@ -711,10 +856,11 @@ class Dashboard:
         )
 
     async def logout(self, request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=10)
-        self._check_csrf(request, form)
+        form = await _read_form(request, 10)
+        self._check_csrf(request, form, anonymous_ok=True)
+        self.sessions.end(_cookie(request, security.AUTH_COOKIE))  # every copy of it, too
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(security.AUTH_COOKIE, path="/")
+        _drop_cookie(response, request, security.AUTH_COOKIE)
         return response
 
 
@@ -731,23 +877,28 @@ class _Guard(BaseHTTPMiddleware):
         host = request.headers.get("host", "")
         path = request.url.path
         response: Response
+        passed = False
         if not security.host_allowed(host, config.allowed_hosts):
             response = _plain(f"host {views.short(host)!r} is not one this dashboard serves", 421)
-        elif not _public(path) and not security.authorized(
-            config.auth_token,
-            request.headers.get("authorization"),
-            request.cookies.get(security.AUTH_COOKIE),
-        ):
+        elif not _public(path) and not self.dashboard.authorized(request):
             if path.startswith("/api/") or request.method != "GET":
                 response = _json({"error": "sign in first (the dashboard's auth token)"}, 401)
             else:
                 response = RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
-        elif request.method == "POST" and not security.same_origin(
-            request.headers.get("origin"), host
+        elif request.method == "POST" and not security.from_here(
+            request.headers.get("origin"), request.headers.get("referer"), host, request.url.scheme
         ):
             response = _plain("a form from another site: refused, nothing was changed", 403)
         else:
             response = await call_next(request)
+            passed = True
+        if request.method == "POST" and not passed:  # (the app logs its own refusals)
+            log.warning(
+                "dashboard: POST %r refused (%d) (from %s)",
+                path,
+                response.status_code,
+                request.client.host if request.client else "?",
+            )
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if not path.startswith("/static/"):
@@ -768,7 +919,102 @@ SECURITY_HEADERS = {
 }
 
 
-_FILTER_FIELDS = ("scope", "reason", "newer", "older")
+#: A stream entry id (each part below 2**64, as Redis takes them).
+_ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+
+def _entry_id(text: str) -> bool:
+    m = _ENTRY_ID.fullmatch(text)
+    return m is not None and all(int(part) < 2**64 for part in m.groups())
+
+
+def _id_key(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split("-"))
+
+
+def _cookie(request: Request, name: str) -> str | None:
+    """A cookie of ours (``__Host-`` prefixed over https)."""
+    return request.cookies.get(security.cookie_name(name, request.url.scheme == "https"))
+
+
+def _drop_cookie(response: Response, request: Request, name: str) -> None:
+    https = request.url.scheme == "https"
+    response.delete_cookie(
+        security.cookie_name(name, https), path="/", secure=https, httponly=True, samesite="strict"
+    )
+
+
+def _failed(request: Request, exc: Exception) -> None:
+    """Log an unexpected error (its traceback, redacted) for a 500 that shows nothing."""
+    detail = redact_text("".join(traceback.format_exception(exc)))
+    log.error("dashboard: %s %r failed: %s", request.method, request.url.path, detail)
+
+
+async def _read_form(request: Request, max_fields: int) -> FormData:
+    """The posted form, read up to :data:`MAX_BODY` bytes (a 413 beyond) before parsing,
+    with at most ``max_fields`` fields and no files."""
+    too_big = Problem(
+        413, "Request too large", f"A form is at most {MAX_BODY:,} bytes: nothing was changed."
+    )
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_big
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return await Request(request.scope, receive).form(max_files=0, max_fields=max_fields)
+
+
+def _text(form: Mapping[str, Any], name: str) -> str:
+    """A user string a form carries: hex-encoded in ``<name>_hex`` (our forms: a browser
+    rewrites the line breaks of a field's value), else plain in ``name`` (scripts)."""
+    encoded = _field(form, name + "_hex")
+    if not encoded:
+        return _field(form, name)
+    try:
+        return bytes.fromhex(encoded).decode("utf-8")
+    except ValueError:
+        raise Problem(400, "Bad request", f"{name}_hex is not hex-encoded UTF-8") from None
+
+
+def _counted(form: Mapping[str, Any]) -> tuple[int | None, int | None, str | None, int]:
+    """What the confirm page of an "every match" action counted: (since ms, until ms, the
+    newest entry id counted or None, how many)."""
+    refused = Problem(
+        400,
+        "Not confirmed",
+        "Replay or purge every match from its confirm page (its form carries what it "
+        "counted): nothing was changed.",
+    )
+    if "count" not in form:
+        raise refused
+    ms: list[int | None] = []
+    for name in ("since_ms", "until_ms"):
+        text = _field(form, name)
+        if text and not (text.isdigit() and len(text) <= 20 and int(text) < 2**64):
+            raise refused
+        ms.append(int(text) if text else None)
+    through = _field(form, "through") or None
+    count = _field(form, "count")
+    if (through is not None and not _entry_id(through)) or not (
+        count.isdigit() and len(count) <= 6 and int(count) <= ACTION_SCAN
+    ):
+        raise refused
+    return ms[0], ms[1], through, int(count)
 
 
 def _public(path: str) -> bool:
@@ -812,10 +1058,15 @@ def _safe_next(path: str) -> str:
     return "/"
 
 
-def _selection_text(entries: Sequence[str], every: bool, flt: views.DeadLetterFilter) -> str:
+def _selection_text(
+    entries: Sequence[str], every: bool, flt: views.DeadLetterFilter, *, for_log: bool = False
+) -> str:
+    """What an action selects, for its confirm page (or, ``for_log``, its log line: the
+    values as repr, so a line break or a quote in them cannot forge another line)."""
     if not every:
         return f"{len(entries)} selected"
-    parts = [f"{k}={views.short(v, 40)}" for k, v in flt.query().items() if k != "order"]
+    items = [(k, v) for k, v in flt.query().items() if k != "order"]
+    parts = [f"{k}={v!r}" if for_log else f"{k}={views.short(v, 40)}" for k, v in items]
     return "every dead letter" + (" matching " + ", ".join(parts) if parts else "")
 
 

@@ -5,12 +5,19 @@
   purge dead letters, so it is never open to a network by accident.
 * **Who may use it.** With a token, every request but ``/healthz``, ``/login`` and the static
   files must carry it: ``Authorization: Bearer <token>`` (scripts) or the session cookie
-  ``/login`` sets (browsers). The cookie holds an HMAC of the token, never the token.
-* **Which sites may drive it.** Every POST carries a CSRF token: a random nonce with its HMAC
-  under a key only this process knows, sent both as a cookie (SameSite=Strict, HttpOnly) and
-  as a form field. A POST whose field is missing, or differs from the cookie, or whose
-  signature is wrong, is refused (a signed double-submit cookie: a sibling site that can set
-  cookies still cannot make a valid one). A POST whose ``Origin`` is another site is refused.
+  ``/login`` sets (browsers). The cookie holds a random session id (:class:`Sessions`), one
+  per sign-in, never the token: it expires (:data:`SESSION_S`), ``/logout`` ends it, and a
+  restart of the dashboard ends every session (they live in the process only).
+* **Which sites may drive it.** Every POST carries a CSRF token. A signed-in browser's is an
+  HMAC of its session id under a key only this process knows (:meth:`Signer.session_csrf`):
+  a token minted by anyone else (an anonymous visitor of ``/login``, another browser) does
+  not act for it. Without a session (the sign-in form; a loopback dashboard without a token)
+  it is a signed double-submit cookie: a random nonce with its HMAC, sent both as a cookie
+  (SameSite=Strict, HttpOnly) and as a form field. Over https the cookies carry the
+  ``__Host-`` prefix (Secure, this host only: a sibling sub-domain cannot set them). A POST
+  whose ``Origin`` (or, without one, ``Referer``) is another site or scheme is refused
+  (:func:`from_here`); with neither (not a browser: browsers send ``Origin`` on every form
+  POST) the CSRF token decides.
 * **Which names it answers to.** On loopback the ``Host`` header must name loopback (or an
   ``--allowed-host``), so a page on another site cannot reach it through DNS rebinding.
 """
@@ -21,7 +28,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 #: Names that mean this machine only.
@@ -33,6 +40,12 @@ CSRF_COOKIE = "janus_csrf"
 AUTH_COOKIE = "janus_session"
 FLASH_COOKIE = "janus_flash"
 CSRF_FIELD = "csrf"
+#: How long a sign-in lasts (the cookie's Max-Age, and the server's own expiry).
+SESSION_S = 12 * 3600
+#: Sessions kept at most (the oldest is dropped first: a flood of sign-ins cannot grow it).
+MAX_SESSIONS = 10_000
+#: The cookie prefix used over https: Secure, Path=/, no Domain (a sibling cannot set it).
+HOST_PREFIX = "__Host-"
 
 
 def is_loopback(host: str) -> bool:
@@ -48,11 +61,13 @@ def is_loopback(host: str) -> bool:
 
 def bind_problem(host: str, auth_token: str | None) -> str | None:
     """Why the dashboard must not start on ``host`` with this token; None when it may."""
+    make = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
     if auth_token is not None and len(auth_token) < MIN_TOKEN:
         return (
-            f"--auth-token must be at least {MIN_TOKEN} characters (got {len(auth_token)}); "
-            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            f"--auth-token must be at least {MIN_TOKEN} characters (got {len(auth_token)}); " + make
         )
+    if auth_token is not None and not all(c.isprintable() and not c.isspace() for c in auth_token):
+        return "--auth-token must be printable characters without spaces; " + make
     if auth_token is None and not is_loopback(host):
         return (
             f"--host {host} is not a loopback address: anyone who can reach it could pause "
@@ -79,15 +94,74 @@ def host_allowed(header: str, allowed: Iterable[str] | None) -> bool:
     return name.lower() in {a.strip("[]").lower() for a in allowed}
 
 
-def same_origin(origin: str | None, host: str) -> bool:
-    """A POST's ``Origin`` (when the browser sends one) names this dashboard's host."""
+def same_origin(origin: str | None, host: str, scheme: str) -> bool:
+    """A POST's ``Origin`` (when the browser sends one) names this dashboard: its scheme
+    (``http``/``https``, as the request came) and its host."""
     if origin is None:
         return True  # not a browser, or an old one: the CSRF token still decides
     try:
         parts = urlsplit(origin)
     except ValueError:
         return False
-    return parts.netloc.lower() == host.lower()
+    return parts.scheme.lower() == scheme.lower() and parts.netloc.lower() == host.lower()
+
+
+def from_here(origin: str | None, referer: str | None, host: str, scheme: str) -> bool:
+    """Does a POST come from this dashboard's own pages? ``Origin`` decides when sent (every
+    current browser sends it on a form POST); else ``Referer`` (its scheme and host);
+    with neither (a script: curl, an old browser) True, and the CSRF token decides."""
+    if origin is not None:
+        return same_origin(origin, host, scheme)
+    if referer:
+        try:
+            parts = urlsplit(referer)
+        except ValueError:
+            return False
+        return same_origin(f"{parts.scheme}://{parts.netloc}", host, scheme)
+    return True
+
+
+def cookie_name(name: str, https: bool) -> str:
+    """A cookie's name: with the ``__Host-`` prefix over https (which requires Secure, so a
+    plain-http loopback dashboard uses the bare name)."""
+    return HOST_PREFIX + name if https else name
+
+
+class Sessions:
+    """Signed-in browsers: random session ids, each with an expiry, in this process only
+    (a restart signs everyone out). ``clock``: seconds, monotonic (the app passes
+    ``time.monotonic``). Not locked: the app uses it from its event loop only."""
+
+    def __init__(
+        self, clock: Callable[[], float], ttl_s: float = SESSION_S, limit: int = MAX_SESSIONS
+    ) -> None:
+        self.ttl_s, self._limit, self._clock = ttl_s, limit, clock
+        self._ends: dict[str, float] = {}  # id -> when it ends (oldest first)
+
+    def new(self) -> str:
+        """A new session (a sign-in): its id, for the cookie."""
+        sid = secrets.token_urlsafe(32)
+        now = self._clock()
+        for old in [s for s, end in self._ends.items() if end <= now]:
+            del self._ends[old]
+        while len(self._ends) >= self._limit:
+            del self._ends[next(iter(self._ends))]
+        self._ends[sid] = now + self.ttl_s
+        return sid
+
+    def valid(self, sid: str | None) -> bool:
+        end = self._ends.get(sid) if sid else None
+        if end is None or sid is None:
+            return False
+        if end <= self._clock():
+            del self._ends[sid]
+            return False
+        return True
+
+    def end(self, sid: str | None) -> None:
+        """Sign out: the id is no longer valid (wherever a copy of the cookie is)."""
+        if sid:
+            self._ends.pop(sid, None)
 
 
 class Signer:
@@ -110,27 +184,42 @@ class Signer:
         return _same(sig, self._sign("csrf:" + nonce))
 
     def csrf_ok(self, cookie: str | None, field: str | None) -> bool:
-        """The form's token is the cookie's, and ours."""
+        """The form's token is the cookie's, and ours (a browser without a session)."""
         if not cookie or not field:
             return False
         return _same(cookie, field) and self.csrf_valid(cookie)
 
+    def session_csrf(self, session_id: str) -> str:
+        """The CSRF token of a signed-in browser: bound to its session id."""
+        return self._sign("session-csrf:" + session_id)
 
-def session_value(auth_token: str) -> str:
-    """What the session cookie holds for ``auth_token``: an HMAC of it (so the cookie never
-    carries the token, and changing the token ends every session)."""
-    return hmac.new(auth_token.encode(), b"janus-dashboard-session", hashlib.sha256).hexdigest()
+    def session_csrf_ok(self, session_id: str, field: str | None) -> bool:
+        return bool(field) and _same(field or "", self.session_csrf(session_id))
+
+    def seal(self, text: str) -> str:
+        """``text`` with its signature (a cookie only this process can have written)."""
+        return f"{text}.{self._sign('seal:' + text)}"
+
+    def unseal(self, value: str | None) -> str | None:
+        """The text of a :meth:`seal`-ed value; None when it is not ours."""
+        text, dot, sig = (value or "").rpartition(".")
+        return text if dot and _same(sig, self._sign("seal:" + text)) else None
 
 
-def authorized(auth_token: str | None, header: str | None, cookie: str | None) -> bool:
-    """Does the request carry the token (bearer header) or a session cookie for it?"""
+def bearer_ok(auth_token: str, header: str | None) -> bool:
+    """Does an ``Authorization`` header carry the token (``Bearer <token>``)?"""
+    if header is None:
+        return False
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and _same(given.strip(), auth_token)
+
+
+def authorized(auth_token: str | None, header: str | None, session: bool) -> bool:
+    """May the request in? No token configured; the token as a bearer header; or (``session``)
+    a valid session cookie."""
     if auth_token is None:
         return True
-    if header is not None:
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() == "bearer" and _same(given.strip(), auth_token):
-            return True
-    return cookie is not None and _same(cookie, session_value(auth_token))
+    return bearer_ok(auth_token, header) or session
 
 
 def _same(a: str, b: str) -> bool:

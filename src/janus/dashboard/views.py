@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from janus.decisions import (
     ScopeLoad,
     ScopeStatus,
 )
+from janus.errors import InvalidInput
+from janus.keys import check_user_name
 from janus.policy import parse_duration_ms
 from janus.statusview import circuit_text, iso, paused_text, relative
 
@@ -757,6 +760,16 @@ class DeadLetterFilter:
             out["order"] = "oldest"
         return {k: v for k, v in out.items() if v}
 
+    def form_fields(self) -> list[tuple[str, str]]:
+        """The filter as hidden form fields (the order left out: actions read oldest first).
+        The scope is hex-encoded (``scope_hex``): a browser rewrites the line breaks of a
+        form field's value, so a name holding one would not come back as it was."""
+        return [
+            (k + "_hex", v.encode().hex()) if k == "scope" else (k, v)
+            for k, v in self.query().items()
+            if k != "order"
+        ]
+
     def bounds(self, now_ms: int) -> tuple[int | None, int | None]:
         """(since_ms, until_ms) of the ages, in Redis ms."""
         since = until = None
@@ -766,6 +779,10 @@ class DeadLetterFilter:
         if older is not None:
             until = max(now_ms - older, 0)
         return since, until
+
+
+#: What a dead-letter reason looks like (``attempts_exhausted``): the filter accepts no other.
+_REASON = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def _age_or_none(text: str) -> int | None:
@@ -780,6 +797,17 @@ def dead_letter_filter(params: Mapping[str, str]) -> DeadLetterFilter:
     ``errors`` (the page says so instead of failing)."""
     errors = []
     ages = {}
+    scope = params.get("scope") or None
+    if scope is not None:
+        try:
+            check_user_name("scope", scope)
+        except InvalidInput as exc:
+            errors.append(f"scope: {exc}")
+            scope = None
+    reason = params.get("reason") or None
+    if reason is not None and not _REASON.fullmatch(reason):
+        errors.append(f"reason: {short(reason, 40)!r} is not a dead-letter reason")
+        reason = None
     for name in ("newer", "older"):
         text = params.get(name, "").strip()
         try:
@@ -789,8 +817,8 @@ def dead_letter_filter(params: Mapping[str, str]) -> DeadLetterFilter:
             errors.append(f"{name}: {exc}")
             ages[name] = ""
     return DeadLetterFilter(
-        scope=params.get("scope") or None,
-        reason=params.get("reason") or None,
+        scope=scope,
+        reason=reason,
         newer=ages["newer"],
         older=ages["older"],
         oldest_first=params.get("order") == "oldest",
