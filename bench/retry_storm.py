@@ -54,10 +54,11 @@ retries all fall inside the outage makes its 3 attempts), so it cannot favour Ja
 **Amplification**, measured from the dependency's log, several ways (all printed):
 
 * outage window: attempts during the outage / first attempts during the outage (the test's
-  definition). Janus target: <= 1 + ratio + floor, floor = min_per_second x outage seconds /
-  first attempts. The retry budget is a bucket holding up to ``window`` (10 s) of deposits, so
-  retries in the outage may also spend what the lead-in deposited; the bound that always holds
-  (as in the test) adds carried / first attempts, carried = ratio x first attempts in the
+  definition). Janus goal (shown in brackets, never failing the run): <= 1 + ratio + floor,
+  floor = min_per_second x outage seconds / first attempts. The retry budget is a bucket
+  holding up to ``window`` (10 s) of deposits, so retries in the outage may also spend what
+  the lead-in deposited; the bound that always holds, and the target, (as in the test) adds
+  carried / first attempts, carried = ratio x first attempts in the
   window before the outage + min_per_second x min(window, budget age). The budget's actual
   balance at the start of the outage is read from Redis and printed too;
 * per submitted job (outage, whole run), and whole run per first attempt (Janus bound: 1 +
@@ -901,6 +902,7 @@ def report_results(
         f"{amp:.3f}",
         f"<= 1 + {RATIO:g} + floor = {bound:.3f}",
         amp <= bound,
+        binding=False,  # a goal: the budget may spend what the lead-in deposited (next rows)
     )
     report.add(
         "carried budget bound / F (test_outage.py's term)",
